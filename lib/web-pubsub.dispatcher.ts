@@ -1,0 +1,261 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import {
+  BadRequestException,
+  HttpException,
+  Inject,
+  Injectable,
+  InternalServerErrorException,
+  Logger,
+  NotFoundException,
+} from '@nestjs/common';
+import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
+import { WebPubSubContext } from './web-pubsub.context.js';
+import { Messages } from './web-pubsub.errors.js';
+import { WebPubSubExplorer, type EventHandler, type HubHandlers } from './web-pubsub.explorer.js';
+import type { WebPubSubConfig } from './web-pubsub.options.js';
+import {
+  BLOCKING_EVENTS,
+  Headers,
+  InvalidBodyError,
+  REQUIRED_EVENT_HEADERS,
+  decodeConnectBody,
+  decodeConnectionState,
+  decodeDisconnectedBody,
+  decodeGroupBody,
+  decodeUserEventBody,
+  encodeConnectReply,
+  encodeConnectionState,
+  encodeUserEventReply,
+  parseEventType,
+  parseRequestOrigins,
+  resolveAllowedOrigin,
+  type ConnectRequest,
+  type ConnectionStates,
+  type EncodedReply,
+  type UserEventDataType,
+  type WebPubSubEventKind,
+} from './web-pubsub.protocol.js';
+
+/** An answer for the service, independent of the HTTP adapter. */
+export interface UpstreamReply {
+  status: number;
+  headers: Record<string, string>;
+  body?: Buffer;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Errors are answered the way Nest answers an `HttpException`: `{ statusCode, message, error }`. */
+export function errorReply(exception: HttpException): UpstreamReply {
+  const response = exception.getResponse();
+  const payload =
+    typeof response === 'string' ? { statusCode: exception.getStatus(), message: response } : response;
+  return {
+    status: exception.getStatus(),
+    headers: { 'content-type': JSON_TYPE },
+    body: Buffer.from(JSON.stringify(payload), 'utf8'),
+  };
+}
+
+const header = (headers: IncomingHttpHeaders, name: string): string | undefined => {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+};
+
+/** A thrown non-Error for a log line; even `Object.create(null)` has no `toString` to call. */
+function describe(value: unknown): string {
+  try {
+    return typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/** What the request was about, for the log line and the error messages. */
+interface EventInfo {
+  hub?: string;
+  event?: string;
+  connectionId?: string;
+  handler?: string;
+}
+
+/**
+ * Turns one upstream request into one answer: checks the CloudEvents headers, decodes the body
+ * for its event, calls the handler and encodes what it returned (or threw).
+ */
+@Injectable()
+export class WebPubSubDispatcher {
+  private readonly logger = new Logger('WebPubSubModule');
+
+  constructor(
+    private readonly explorer: WebPubSubExplorer,
+    @Inject(WEB_PUBSUB_CONFIG) private readonly config: WebPubSubConfig,
+  ) {}
+
+  /** The abuse-protection probe (OPTIONS): no signature, only the origin handshake. */
+  validate(headers: IncomingHttpHeaders): UpstreamReply {
+    const origins = parseRequestOrigins(headers[Headers.requestOrigin]);
+    if (origins.length === 0) return errorReply(new BadRequestException(Messages.missingOrigin));
+    const allowed = resolveAllowedOrigin(origins, this.config.allowedHosts);
+    if (!allowed) return errorReply(new BadRequestException(Messages.originNotAllowed(origins)));
+    return { status: 200, headers: { [Headers.allowedOrigin]: allowed } };
+  }
+
+  /** An event POST whose signature the guard has already checked. */
+  async dispatch(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
+    const started = performance.now();
+    const info: EventInfo = {};
+    let reply: UpstreamReply;
+    try {
+      reply = await this.process(headers, body, info);
+    } catch (err) {
+      reply = this.failure(err, info);
+    }
+    if (Logger.isLevelEnabled('debug')) {
+      const ms = (performance.now() - started).toFixed(1);
+      this.logger.debug(
+        `hub=${info.hub ?? '-'} event=${info.event ?? '-'} connection=${info.connectionId ?? '-'} status=${reply.status} ${ms}ms`,
+      );
+    }
+    return reply;
+  }
+
+  private async process(
+    headers: IncomingHttpHeaders,
+    body: Buffer,
+    info: EventInfo,
+  ): Promise<UpstreamReply> {
+    const missing = REQUIRED_EVENT_HEADERS.filter((name) => !headers[name]);
+    if (missing.length) throw new BadRequestException(Messages.missingHeaders(missing));
+    const get = (name: string) => header(headers, name);
+
+    info.hub = get(Headers.hub)!;
+    info.event = get(Headers.eventName)!;
+    info.connectionId = get(Headers.connectionId)!;
+
+    const specVersion = get(Headers.specVersion)!;
+    if (specVersion !== '1.0') throw new BadRequestException(Messages.badSpecVersion(specVersion));
+    const type = parseEventType(get(Headers.type)!);
+    if (!type) throw new BadRequestException(Messages.unknownType(get(Headers.type)!));
+
+    const hub = this.explorer.getHub(info.hub);
+    if (!hub) throw new NotFoundException(Messages.unknownHub(info.hub));
+
+    const { data, dataType } = this.decode(type.kind, get('content-type'), body);
+    const handler = this.handlerFor(hub, type.kind, type.userEvent);
+    if (!handler) {
+      if (type.kind === 'user') {
+        this.logger.warn(`No handler for user event "${type.userEvent}" of hub "${hub.hub}"; answered 204`);
+      }
+      return { status: 204, headers: {} };
+    }
+    info.handler = handler.name;
+
+    const context = new WebPubSubContext({
+      hub: info.hub,
+      connectionId: info.connectionId,
+      eventName: info.event,
+      kind: type.kind,
+      id: get(Headers.id)!,
+      time: get(Headers.time),
+      userId: get(Headers.userId),
+      subprotocol: get(Headers.subprotocol),
+      origin: get(Headers.requestOrigin),
+      signature: get(Headers.signature),
+      physicalConnectionId: get(Headers.physicalConnectionId),
+      sessionId: get(Headers.sessionId),
+      dataType,
+      headers,
+      states: this.decodeStates(get(Headers.connectionState), info),
+      onIgnoredStateChange: (ctx) =>
+        this.logger.warn(
+          `${handler.name}: connection state cannot be changed from a "${ctx.eventName}" event (only connect and user events can); the change is ignored`,
+        ),
+    });
+
+    const result = await handler.invoke(data, context);
+    const reply = this.encode(type.kind, result, data);
+    if (BLOCKING_EVENTS.has(type.kind) && context.stateChanged) {
+      reply.headers[Headers.connectionState] = encodeConnectionState(
+        context.states as ConnectionStates,
+      );
+    }
+    return reply;
+  }
+
+  private handlerFor(
+    hub: HubHandlers,
+    kind: WebPubSubEventKind,
+    userEvent: string | undefined,
+  ): EventHandler | undefined {
+    if (kind !== 'user') return hub.system.get(kind);
+    return hub.userEvents.get(userEvent!) ?? hub.anyUserEvent;
+  }
+
+  private decode(
+    kind: WebPubSubEventKind,
+    contentType: string | undefined,
+    body: Buffer,
+  ): { data: unknown; dataType?: UserEventDataType } {
+    try {
+      switch (kind) {
+        case 'connect':
+          return { data: decodeConnectBody(body) };
+        case 'connected':
+          return { data: {} };
+        case 'disconnected':
+          return { data: decodeDisconnectedBody(body) };
+        case 'groupJoined':
+        case 'groupLeft':
+          return { data: decodeGroupBody(body) };
+        case 'user':
+          return decodeUserEventBody(contentType, body);
+      }
+    } catch (err) {
+      if (err instanceof InvalidBodyError) throw new BadRequestException(err.message);
+      throw err;
+    }
+  }
+
+  private decodeStates(value: string | undefined, info: EventInfo): ConnectionStates {
+    try {
+      return decodeConnectionState(value);
+    } catch (err) {
+      this.logger.warn(
+        `Ignoring the malformed ce-connectionState of connection ${info.connectionId} (${(err as Error).message})`,
+      );
+      return {};
+    }
+  }
+
+  private encode(kind: WebPubSubEventKind, result: unknown, data: unknown): UpstreamReply {
+    let encoded: EncodedReply | undefined;
+    if (kind === 'user') encoded = encodeUserEventReply(result);
+    else if (kind === 'connect') {
+      encoded = encodeConnectReply(result);
+      const chosen = (result as { subprotocol?: string } | undefined)?.subprotocol;
+      const offered = (data as ConnectRequest).subprotocols;
+      if (chosen && !offered.includes(chosen)) {
+        throw new TypeError(Messages.badSubprotocol(chosen, offered));
+      }
+    }
+    return encoded
+      ? { status: 200, headers: { 'content-type': encoded.contentType }, body: encoded.body }
+      : { status: 204, headers: {} };
+  }
+
+  /** A thrown `HttpException` answers with its status; anything else is logged and answered 500. */
+  private failure(err: unknown, info: EventInfo): UpstreamReply {
+    const where = info.handler
+      ? `${info.handler} (hub "${info.hub}", event "${info.event}", connection ${info.connectionId})`
+      : `hub "${info.hub ?? '-'}", event "${info.event ?? '-'}"`;
+    if (err instanceof HttpException) {
+      if (err.getStatus() >= 500) this.logger.error(`${where} failed: ${err.message}`, err.stack);
+      return errorReply(err);
+    }
+    if (err instanceof Error) this.logger.error(`${where} failed: ${err.message}`, err.stack);
+    else this.logger.error(`${where} threw a non-Error value: ${describe(err)}`);
+    return errorReply(new InternalServerErrorException(Messages.internal));
+  }
+}

@@ -1,0 +1,68 @@
+import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { WebPubSubBodyReader } from './web-pubsub.body.js';
+import { WEB_PUBSUB_CONFIG, WEB_PUBSUB_PATH } from './web-pubsub.constants.js';
+import { createWebPubSubController } from './web-pubsub.controller.js';
+import { getDeclaredHubs, getHubToken } from './web-pubsub.decorators.js';
+import { WebPubSubDispatcher } from './web-pubsub.dispatcher.js';
+import { WebPubSubExplorer } from './web-pubsub.explorer.js';
+import { WebPubSubGuard } from './web-pubsub.guard.js';
+import {
+  ConfigurableModuleClass,
+  MODULE_OPTIONS_TOKEN,
+  resolveConfig,
+  type ASYNC_OPTIONS_TYPE,
+  type OPTIONS_TYPE,
+  type WebPubSubConfig,
+  type WebPubSubModuleExtras,
+} from './web-pubsub.options.js';
+
+/** `/eventhandler/` or `eventhandler` → `/eventhandler`. */
+function normalizePath(path: string): string {
+  return '/' + path.replace(/^\/+|\/+$/g, '');
+}
+
+/**
+ * The upstream of Azure Web PubSub as a Nest module: a controller on `path` answers the service's
+ * requests, the `@WebPubSubHub()` providers of the app handle the events, and a
+ * `WebPubSubServiceClient` per hub is provided for `@InjectHub()`.
+ */
+@Module({})
+export class WebPubSubModule extends ConfigurableModuleClass {
+  static override forRoot(options: typeof OPTIONS_TYPE): DynamicModule {
+    return assemble(super.forRoot(options), options);
+  }
+
+  static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
+    return assemble(super.forRootAsync(options), options);
+  }
+}
+
+function assemble(definition: DynamicModule, extras: Partial<WebPubSubModuleExtras>): DynamicModule {
+  const path = normalizePath(extras.path ?? '/eventhandler');
+  const hubTokens = new Map<string, string>();
+  for (const hub of [...(extras.hubs ?? []), ...getDeclaredHubs()]) {
+    if (!hubTokens.has(getHubToken(hub))) hubTokens.set(getHubToken(hub), hub);
+  }
+  const hubClients: Provider[] = [...hubTokens].map(([token, hub]) => ({
+    provide: token,
+    useFactory: (config: WebPubSubConfig) => config.createClient(hub),
+    inject: [WEB_PUBSUB_CONFIG],
+  }));
+  return {
+    ...definition,
+    imports: [...(definition.imports ?? []), DiscoveryModule],
+    controllers: [createWebPubSubController(path, extras.controllerDecorators ?? [])],
+    providers: [
+      ...(definition.providers ?? []),
+      { provide: WEB_PUBSUB_CONFIG, useFactory: resolveConfig, inject: [MODULE_OPTIONS_TOKEN] },
+      { provide: WEB_PUBSUB_PATH, useValue: path },
+      WebPubSubBodyReader,
+      WebPubSubExplorer,
+      WebPubSubDispatcher,
+      WebPubSubGuard,
+      ...hubClients,
+    ],
+    exports: [...(definition.exports ?? []), ...hubTokens.keys()],
+  };
+}

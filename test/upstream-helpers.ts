@@ -1,0 +1,128 @@
+/** Shared by the upstream e2e specs: start a real Nest app, send signed CloudEvents over HTTP. */
+import type { INestApplication, Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
+import { computeSignature, encodeConnectionState } from 'nestjs-web-pubsub';
+
+export const KEY = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH';
+export const SECONDARY_KEY = 'secondary-key-0123456789abcdef0123456789';
+export const CONNECTION_STRING = `Endpoint=http://localhost:8080;AccessKey=${KEY};Version=1.0;`;
+
+export type Flow = 'NestFactory.create' | 'Test.createTestingModule';
+
+export interface RunningApp {
+  app: INestApplication;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the module on a random port, created the way users create apps: no body-parser options. */
+export async function startApp(
+  module: Type<unknown>,
+  { flow = 'NestFactory.create', prefix }: { flow?: Flow; prefix?: string } = {},
+): Promise<RunningApp> {
+  const app =
+    flow === 'NestFactory.create'
+      ? await NestFactory.create(module, { logger: false })
+      : (await Test.createTestingModule({ imports: [module] }).compile()).createNestApplication({
+          logger: false,
+        });
+  if (prefix) app.setGlobalPrefix(prefix);
+  await app.listen(0, '127.0.0.1');
+  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  return { app, url, close: () => app.close() };
+}
+
+export interface EventOptions {
+  hub?: string;
+  /** `connect`, `connected`, `disconnected`, `joined`, `left`, or a user event name. */
+  event?: string;
+  type?: string;
+  connectionId?: string;
+  userId?: string;
+  subprotocol?: string;
+  states?: Record<string, unknown>;
+  key?: string | null;
+  contentType?: string;
+  headers?: Record<string, string>;
+  omit?: string[];
+}
+
+const SYSTEM: Record<string, string> = {
+  connect: 'azure.webpubsub.sys.connect',
+  connected: 'azure.webpubsub.sys.connected',
+  disconnected: 'azure.webpubsub.sys.disconnected',
+  joined: 'azure.webpubsub.gp.joined',
+  left: 'azure.webpubsub.gp.left',
+};
+
+/** The headers the service sends for one event. */
+export function eventHeaders(options: EventOptions = {}): Record<string, string> {
+  const hub = options.hub ?? 'chat';
+  const event = options.event ?? 'connect';
+  const connectionId = options.connectionId ?? 'conn1';
+  const system = event in SYSTEM;
+  const headers: Record<string, string> = {
+    'ce-specversion': '1.0',
+    'ce-awpsversion': '1.0',
+    'ce-type': options.type ?? SYSTEM[event] ?? `azure.webpubsub.user.${event}`,
+    'ce-source': `/hubs/${hub}/client/${connectionId}`,
+    'ce-id': '1',
+    'ce-time': new Date().toISOString(),
+    'ce-hub': hub,
+    'ce-connectionId': connectionId,
+    'ce-eventName': event,
+    'webhook-request-origin': 'localhost',
+    'content-type': options.contentType ?? (system ? 'application/json; charset=utf-8' : 'text/plain'),
+  };
+  if (options.key !== null) headers['ce-signature'] = computeSignature(options.key ?? KEY, connectionId);
+  if (options.userId) headers['ce-userId'] = options.userId;
+  if (options.subprotocol) headers['ce-subprotocol'] = options.subprotocol;
+  if (options.states) headers['ce-connectionState'] = encodeConnectionState(options.states);
+  Object.assign(headers, options.headers);
+  for (const name of options.omit ?? []) {
+    for (const key of Object.keys(headers)) if (key.toLowerCase() === name.toLowerCase()) delete headers[key];
+  }
+  return headers;
+}
+
+export interface EventResult {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+  text: string;
+  json(): any;
+}
+
+/** POSTs one event and reads the whole answer. */
+export async function sendEvent(
+  url: string,
+  options: EventOptions = {},
+  body: string | Uint8Array | object = '',
+  path = '/eventhandler',
+): Promise<EventResult> {
+  const payload =
+    typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
+  const response = await fetch(url + path, {
+    method: 'POST',
+    headers: eventHeaders(options),
+    body: payload as BodyInit,
+  });
+  const bytes = Buffer.from(await response.arrayBuffer());
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: bytes,
+    text: bytes.toString('utf8'),
+    json: () => JSON.parse(bytes.toString('utf8')),
+  };
+}
+
+export const connectBody = (extra: Record<string, unknown> = {}) => ({
+  claims: {},
+  query: {},
+  headers: {},
+  subprotocols: [],
+  clientCertificates: [],
+  ...extra,
+});
