@@ -1,4 +1,4 @@
-import { Inject, Injectable, type PipeTransform, type Type } from '@nestjs/common';
+import { Inject, type PipeTransform, type Type } from '@nestjs/common';
 import {
   ARGS_METADATA,
   EVENT_CONTEXT_PARAM,
@@ -52,7 +52,7 @@ export function WebPubSubHub(hub: string): ClassDecorator {
     // `@InjectHub()` without a name runs before this decorator; bind it to this hub now.
     const pending: number[] = Reflect.getMetadata(PENDING_HUB_INJECTIONS, target) ?? [];
     for (const index of pending) Inject(getHubToken(hub))(target, undefined, index);
-    Injectable()(target);
+    // No Injectable() here: it would reset a scope set by the user's own @Injectable({ scope }).
   };
 }
 

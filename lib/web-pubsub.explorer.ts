@@ -108,22 +108,33 @@ export class WebPubSubExplorer implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     const seen = new Set<object>();
     for (const wrapper of this.discovery.getProviders()) {
-      const instance = wrapper.instance as object | undefined;
       const hub = this.hubOf(wrapper);
-      if (!hub || !instance || seen.has(instance)) continue;
+      if (!hub) continue;
       if (!wrapper.isDependencyTreeStatic()) {
-        this.logger.warn(Messages.notStatic(instance.constructor.name));
+        this.logger.warn(Messages.notStatic(wrapper.name));
         continue;
       }
+      const instance = wrapper.instance as object | undefined;
+      if (!instance || seen.has(instance)) continue;
       seen.add(instance);
       await this.registerClass(hub, instance);
     }
   }
 
   private hubOf(wrapper: InstanceWrapper): string | undefined {
-    // Factory and value providers have no metatype of their own: look at the instance's class.
-    const target = (wrapper.instance as object | undefined)?.constructor ?? wrapper.metatype;
-    return target ? Reflect.getMetadata(HUB_METADATA, target) : undefined;
+    // Factory and value providers have no metatype of their own: look at the instance's class,
+    // or at the token when it is the class (a scoped factory has no static instance).
+    const candidates = [
+      (wrapper.instance as object | undefined)?.constructor,
+      wrapper.metatype,
+      wrapper.token,
+    ];
+    for (const target of candidates) {
+      if (typeof target !== 'function') continue;
+      const hub: string | undefined = Reflect.getMetadata(HUB_METADATA, target);
+      if (hub) return hub;
+    }
+    return undefined;
   }
 
   private async registerClass(hub: string, instance: object): Promise<void> {
