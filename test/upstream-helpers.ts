@@ -73,15 +73,18 @@ export function eventHeaders(options: EventOptions = {}): Record<string, string>
     'ce-connectionId': connectionId,
     'ce-eventName': event,
     'webhook-request-origin': 'localhost',
-    'content-type': options.contentType ?? (system ? 'application/json; charset=utf-8' : 'text/plain'),
+    'content-type':
+      options.contentType ?? (system ? 'application/json; charset=utf-8' : 'text/plain'),
   };
-  if (options.key !== null) headers['ce-signature'] = computeSignature(options.key ?? KEY, connectionId);
+  if (options.key !== null)
+    headers['ce-signature'] = computeSignature(options.key ?? KEY, connectionId);
   if (options.userId) headers['ce-userId'] = options.userId;
   if (options.subprotocol) headers['ce-subprotocol'] = options.subprotocol;
   if (options.states) headers['ce-connectionState'] = encodeConnectionState(options.states);
   Object.assign(headers, options.headers);
   for (const name of options.omit ?? []) {
-    for (const key of Object.keys(headers)) if (key.toLowerCase() === name.toLowerCase()) delete headers[key];
+    for (const key of Object.keys(headers))
+      if (key.toLowerCase() === name.toLowerCase()) delete headers[key];
   }
   return headers;
 }
@@ -106,7 +109,7 @@ export async function sendEvent(
   const response = await fetch(url + path, {
     method: 'POST',
     headers: eventHeaders(options),
-    body: payload as BodyInit,
+    body: payload as RequestInit['body'],
   });
   const bytes = Buffer.from(await response.arrayBuffer());
   return {

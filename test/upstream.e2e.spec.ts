@@ -53,8 +53,8 @@ describe('abuse protection (OPTIONS)', () => {
   it('refuses a host that is not allowed with 400 and a message', async () => {
     const res = await options({ 'WebHook-Request-Origin': 'evil.example.com' });
     expect(res.status).toBe(400);
-    expect((await res.json()).message).toBe(
-      "None of the request origins (evil.example.com) is an allowed Web PubSub endpoint",
+    expect(((await res.json()) as { message: string }).message).toBe(
+      'None of the request origins (evil.example.com) is an allowed Web PubSub endpoint',
     );
     expect(res.headers.get('webhook-allowed-origin')).toBeNull();
   });
@@ -62,7 +62,9 @@ describe('abuse protection (OPTIONS)', () => {
   it('refuses a probe without WebHook-Request-Origin', async () => {
     const res = await options({});
     expect(res.status).toBe(400);
-    expect((await res.json()).message).toBe('Missing WebHook-Request-Origin header');
+    expect(((await res.json()) as { message: string }).message).toBe(
+      'Missing WebHook-Request-Origin header',
+    );
   });
 });
 
@@ -82,19 +84,27 @@ describe('signature', () => {
 
   it('answers 401 for the signature of another connection', async () => {
     const headers = eventHeaders({ connectionId: 'conn2' });
-    const res = await sendEvent(url, {
-      connectionId: 'conn1',
-      headers: { 'ce-signature': headers['ce-signature']! },
-    }, connectBody());
+    const res = await sendEvent(
+      url,
+      {
+        connectionId: 'conn1',
+        headers: { 'ce-signature': headers['ce-signature']! },
+      },
+      connectBody(),
+    );
     expect(res.status).toBe(401);
   });
 
   it('accepts upper-case hex and a list of values', async () => {
     const good = eventHeaders()['ce-signature']!;
     const upper = 'sha256=' + good.slice(7).toUpperCase();
-    const res = await sendEvent(url, {
-      headers: { 'ce-signature': `sha256=${'ab'.repeat(32)}, ${upper}` },
-    }, connectBody({ query: { user: ['ann'] } }));
+    const res = await sendEvent(
+      url,
+      {
+        headers: { 'ce-signature': `sha256=${'ab'.repeat(32)}, ${upper}` },
+      },
+      connectBody({ query: { user: ['ann'] } }),
+    );
     expect(res.status).toBe(200);
   });
 });
@@ -161,7 +171,11 @@ describe('connect', () => {
     const res = await sendEvent(
       url,
       { userId: 'token-user', connectionId: 'c-42' },
-      connectBody({ query: { user: ['ann'] }, claims: { sub: ['token-user'] }, subprotocols: ['a'] }),
+      connectBody({
+        query: { user: ['ann'] },
+        claims: { sub: ['token-user'] },
+        subprotocols: ['a'],
+      }),
     );
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
@@ -194,13 +208,21 @@ describe('connect', () => {
   it('rejects with the status and message of a thrown HttpException', async () => {
     const res = await sendEvent(url, {}, connectBody({ query: { user: ['reject'] } }));
     expect(res.status).toBe(401);
-    expect(res.json()).toEqual({ statusCode: 401, message: 'name is taken', error: 'Unauthorized' });
+    expect(res.json()).toEqual({
+      statusCode: 401,
+      message: 'name is taken',
+      error: 'Unauthorized',
+    });
   });
 
   it('answers 500 with a generic message for any other error, leaking nothing', async () => {
     const res = await sendEvent(url, {}, connectBody({ query: { user: ['crash'] } }));
     expect(res.status).toBe(500);
-    expect(res.json()).toEqual({ statusCode: 500, message: 'Internal server error', error: 'Internal Server Error' });
+    expect(res.json()).toEqual({
+      statusCode: 500,
+      message: 'Internal server error',
+      error: 'Internal Server Error',
+    });
     expect(res.text).not.toMatch(/secret|exploded|at /);
   });
 
@@ -216,7 +238,11 @@ describe('connect', () => {
       connectBody({ query: { user: ['protocol'] }, subprotocols: ['json.webpubsub.azure.v1'] }),
     );
     expect(offered.json()).toEqual({ subprotocol: 'json.webpubsub.azure.v1' });
-    const notOffered = await sendEvent(url, {}, connectBody({ query: { user: ['bad-subprotocol'] } }));
+    const notOffered = await sendEvent(
+      url,
+      {},
+      connectBody({ query: { user: ['bad-subprotocol'] } }),
+    );
     expect(notOffered.status).toBe(500);
   });
 
@@ -239,7 +265,11 @@ describe('user events', () => {
 
   it('answers bytes as application/octet-stream', async () => {
     const all = new Uint8Array(256).map((_, i) => i);
-    const res = await sendEvent(url, { event: 'echo', contentType: 'application/octet-stream' }, all);
+    const res = await sendEvent(
+      url,
+      { event: 'echo', contentType: 'application/octet-stream' },
+      all,
+    );
     expect(res.headers.get('content-type')).toBe('application/octet-stream');
     expect([...res.body]).toEqual([...all]);
     expect(Buffer.isBuffer(calls[0]?.data)).toBe(true);
@@ -284,7 +314,11 @@ describe('user events', () => {
   });
 
   it('passes payload and context positionally to undecorated parameters', async () => {
-    const res = await sendEvent(url, { event: 'positional', contentType: 'application/json' }, '[1]');
+    const res = await sendEvent(
+      url,
+      { event: 'positional', contentType: 'application/json' },
+      '[1]',
+    );
     expect(res.json()).toEqual({ data: [1], hub: 'chat' });
   });
 
@@ -442,12 +476,19 @@ describe('forRootAsync, custom path, several keys, any origin', () => {
   it('serves the configured path and its sub-paths', async () => {
     const body = connectBody({ query: { user: ['ann'] } });
     expect((await sendEvent(asyncApp.url, {}, body, '/api/webpubsub')).status).toBe(200);
-    expect((await sendEvent(asyncApp.url, {}, body, '/api/webpubsub/chat/connect')).status).toBe(200);
+    expect((await sendEvent(asyncApp.url, {}, body, '/api/webpubsub/chat/connect')).status).toBe(
+      200,
+    );
     expect((await sendEvent(asyncApp.url, {}, body, '/eventhandler')).status).toBe(404);
   });
 
   it('accepts a signature made with the secondary key', async () => {
-    const res = await sendEvent(asyncApp.url, { key: SECONDARY_KEY, event: 'echo' }, 'x', '/api/webpubsub');
+    const res = await sendEvent(
+      asyncApp.url,
+      { key: SECONDARY_KEY, event: 'echo' },
+      'x',
+      '/api/webpubsub',
+    );
     expect(res.status).toBe(200);
   });
 
