@@ -76,7 +76,11 @@ export async function getRawBody(req: IncomingMessage, limit: number): Promise<B
 
 /** Writes a JSON error in Nest's usual shape straight to the socket, closing the connection. */
 function rejectRequest(res: ServerResponse, status: number, message: string): void {
-  const body = JSON.stringify({ statusCode: status, message, error: status === 413 ? 'Payload Too Large' : 'Bad Request' });
+  const body = JSON.stringify({
+    statusCode: status,
+    message,
+    error: status === 413 ? 'Payload Too Large' : 'Bad Request',
+  });
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),

@@ -65,7 +65,11 @@ export function InjectHub(hub?: string): ParameterDecorator & PropertyDecorator 
     if (hub) {
       declareHub(hub);
       // Nest's Inject() serves both parameters and properties; its typing names only one.
-      const inject = Inject(getHubToken(hub)) as (t: object, k?: string | symbol, i?: number) => void;
+      const inject = Inject(getHubToken(hub)) as (
+        t: object,
+        k?: string | symbol,
+        i?: number,
+      ) => void;
       return inject(target, key, index);
     }
     if (typeof index !== 'number' || key !== undefined) {
@@ -120,7 +124,8 @@ export const OnGroupLeft = (): MethodDecorator => handlerDecorator({ kind: 'grou
 
 function paramDecorator(type: number, pipes: (Type<PipeTransform> | PipeTransform)[]) {
   return (target: object, key: string | symbol | undefined, index: number) => {
-    if (key === undefined) throw new TypeError('Web PubSub parameter decorators go on handler methods');
+    if (key === undefined)
+      throw new TypeError('Web PubSub parameter decorators go on handler methods');
     const args = Reflect.getMetadata(ARGS_METADATA, target.constructor, key) ?? {};
     Reflect.defineMetadata(
       ARGS_METADATA,

@@ -50,7 +50,9 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 export function errorReply(exception: HttpException): UpstreamReply {
   const response = exception.getResponse();
   const payload =
-    typeof response === 'string' ? { statusCode: exception.getStatus(), message: response } : response;
+    typeof response === 'string'
+      ? { statusCode: exception.getStatus(), message: response }
+      : response;
   return {
     status: exception.getStatus(),
     headers: { 'content-type': JSON_TYPE },
@@ -146,7 +148,9 @@ export class WebPubSubDispatcher {
     const handler = this.handlerFor(hub, type.kind, type.userEvent);
     if (!handler) {
       if (type.kind === 'user') {
-        this.logger.warn(`No handler for user event "${type.userEvent}" of hub "${hub.hub}"; answered 204`);
+        this.logger.warn(
+          `No handler for user event "${type.userEvent}" of hub "${hub.hub}"; answered 204`,
+        );
       }
       return { status: 204, headers: {} };
     }

@@ -209,7 +209,8 @@ export class WebPubSubExplorer implements OnModuleInit {
     const target = instance.constructor;
     const args: Record<string, ParamMetadata> =
       Reflect.getMetadata(ARGS_METADATA, target, methodName) ?? {};
-    const paramTypes: unknown[] = Reflect.getMetadata('design:paramtypes', instance, methodName) ?? [];
+    const paramTypes: unknown[] =
+      Reflect.getMetadata('design:paramtypes', instance, methodName) ?? [];
     const copy: Record<string, ParamMetadata> = {};
     for (const [key, param] of Object.entries(args)) {
       const pipes = await Promise.all(param.pipes.map((pipe) => this.resolvePipe(pipe)));

@@ -29,7 +29,12 @@ export class WebPubSubGuard implements CanActivate {
       throw new BadRequestException(Messages.missingHeaders([Headers.connectionId]));
     }
     const signature = request.headers[Headers.signature];
-    if (!this.config.verifySignature(connectionId, typeof signature === 'string' ? signature : undefined)) {
+    if (
+      !this.config.verifySignature(
+        connectionId,
+        typeof signature === 'string' ? signature : undefined,
+      )
+    ) {
       throw new UnauthorizedException(Messages.badSignature);
     }
     return true;

@@ -38,7 +38,10 @@ export class WebPubSubModule extends ConfigurableModuleClass {
   }
 }
 
-function assemble(definition: DynamicModule, extras: Partial<WebPubSubModuleExtras>): DynamicModule {
+function assemble(
+  definition: DynamicModule,
+  extras: Partial<WebPubSubModuleExtras>,
+): DynamicModule {
   const path = normalizePath(extras.path ?? '/eventhandler');
   const hubTokens = new Map<string, string>();
   for (const hub of [...(extras.hubs ?? []), ...getDeclaredHubs()]) {

@@ -55,18 +55,14 @@ export interface WebPubSubModuleExtras {
   controllerDecorators: ClassDecorator[];
 }
 
-export const {
-  ConfigurableModuleClass,
-  MODULE_OPTIONS_TOKEN,
-  OPTIONS_TYPE,
-  ASYNC_OPTIONS_TYPE,
-} = new ConfigurableModuleBuilder<WebPubSubModuleOptions>({ moduleName: 'WebPubSub' })
-  .setClassMethodName('forRoot')
-  .setExtras<WebPubSubModuleExtras>(
-    { path: DEFAULT_PATH, isGlobal: false, hubs: [], controllerDecorators: [] },
-    (definition, extras) => ({ ...definition, global: extras.isGlobal }),
-  )
-  .build();
+export const { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, OPTIONS_TYPE, ASYNC_OPTIONS_TYPE } =
+  new ConfigurableModuleBuilder<WebPubSubModuleOptions>({ moduleName: 'WebPubSub' })
+    .setClassMethodName('forRoot')
+    .setExtras<WebPubSubModuleExtras>(
+      { path: DEFAULT_PATH, isGlobal: false, hubs: [], controllerDecorators: [] },
+      (definition, extras) => ({ ...definition, global: extras.isGlobal }),
+    )
+    .build();
 
 /** The options checked and turned into what each request needs, once, at start-up. */
 export interface WebPubSubConfig {
@@ -115,7 +111,12 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
     createClient: (hub) =>
       options.connectionString
         ? new WebPubSubServiceClient(options.connectionString, hub, clientOptions)
-        : new WebPubSubServiceClient(endpoint, credential as AzureKeyCredential, hub, clientOptions),
+        : new WebPubSubServiceClient(
+            endpoint,
+            credential as AzureKeyCredential,
+            hub,
+            clientOptions,
+          ),
   };
 }
 

@@ -41,12 +41,7 @@ export const MAX_BODY_SIZE = 1024 * 1024;
 
 /** Which handler an event goes to. */
 export type WebPubSubEventKind =
-  | 'connect'
-  | 'connected'
-  | 'disconnected'
-  | 'user'
-  | 'groupJoined'
-  | 'groupLeft';
+  'connect' | 'connected' | 'disconnected' | 'user' | 'groupJoined' | 'groupLeft';
 
 /** Events whose answer the service waits for, and the only ones that may change the state. */
 export const BLOCKING_EVENTS: ReadonlySet<WebPubSubEventKind> = new Set(['connect', 'user']);
@@ -116,7 +111,8 @@ export function parseConnectionString(connectionString: string): ParsedConnectio
  */
 export function computeSignature(accessKey: string, connectionId: string): string {
   return (
-    'sha256=' + createHmac('sha256', Buffer.from(accessKey, 'utf8')).update(connectionId).digest('hex')
+    'sha256=' +
+    createHmac('sha256', Buffer.from(accessKey, 'utf8')).update(connectionId).digest('hex')
   );
 }
 
@@ -255,7 +251,10 @@ export interface DisconnectedRequest {
   reason: string | null;
   mqtt?: {
     initiatedByClient: boolean;
-    disconnectPacket: { code: number; userProperties: Array<{ name: string; value: string }> | null } | null;
+    disconnectPacket: {
+      code: number;
+      userProperties: Array<{ name: string; value: string }> | null;
+    } | null;
   };
 }
 
@@ -416,7 +415,8 @@ export class WebPubSubReply {
         return { contentType: TEXT, body: Buffer.from(String(this.data), 'utf8') };
       case 'json': {
         const json = JSON.stringify(this.data);
-        if (json === undefined) throw new TypeError('WebPubSubReply.json(): value has no JSON form');
+        if (json === undefined)
+          throw new TypeError('WebPubSubReply.json(): value has no JSON form');
         return { contentType: JSON_TYPE, body: Buffer.from(json, 'utf8') };
       }
       case 'binary':
@@ -451,7 +451,9 @@ export function encodeUserEventReply(value: unknown): EncodedReply | undefined {
 export function encodeConnectReply(value: unknown): EncodedReply | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) {
-    throw new TypeError('a connect handler must return an object ({ userId, groups, roles, subprotocol }) or nothing');
+    throw new TypeError(
+      'a connect handler must return an object ({ userId, groups, roles, subprotocol }) or nothing',
+    );
   }
   const { subprotocol, ...rest } = value as ConnectResponse & Record<string, unknown>;
   const response: Record<string, unknown> = { ...rest };

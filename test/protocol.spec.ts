@@ -55,11 +55,16 @@ describe('signatures', () => {
   });
 
   it('accepts any value under any key, ignores hex case, and splits on commas and spaces', () => {
-    const [primary, , ] = vectors[1];
+    const [primary, ,] = vectors[1];
     const [secondary] = vectors[2];
     const verify = createSignatureVerifier([primary, secondary]);
     expect(verify('conn1', signatureHeader([secondary], 'conn1'))).toBe(true);
-    expect(verify('conn1', `sha256=${'0'.repeat(64)}, ${vectors[2][2].toUpperCase().replace('SHA256', 'sha256')}`)).toBe(true);
+    expect(
+      verify(
+        'conn1',
+        `sha256=${'0'.repeat(64)}, ${vectors[2][2].toUpperCase().replace('SHA256', 'sha256')}`,
+      ),
+    ).toBe(true);
     expect(verify('conn1', signatureHeader([primary, secondary], 'conn1'))).toBe(true);
   });
 
@@ -103,7 +108,9 @@ describe('abuse protection', () => {
   });
 
   it('normalizes allowed endpoints to hosts', () => {
-    expect(normalizeAllowedEndpoint('https://X.webpubsub.azure.com/path')).toBe('x.webpubsub.azure.com');
+    expect(normalizeAllowedEndpoint('https://X.webpubsub.azure.com/path')).toBe(
+      'x.webpubsub.azure.com',
+    );
     expect(normalizeAllowedEndpoint('http://localhost:8080')).toBe('localhost:8080');
     expect(normalizeAllowedEndpoint('x.webpubsub.azure.com')).toBe('x.webpubsub.azure.com');
     expect(normalizeAllowedEndpoint('*')).toBe('*');
@@ -146,7 +153,10 @@ describe('connection state', () => {
 
 describe('bodies', () => {
   it('decodes user events by content type', () => {
-    expect(decodeUserEventBody('text/plain', Buffer.from('hé'))).toEqual({ data: 'hé', dataType: 'text' });
+    expect(decodeUserEventBody('text/plain', Buffer.from('hé'))).toEqual({
+      data: 'hé',
+      dataType: 'text',
+    });
     expect(decodeUserEventBody('application/json; charset=utf-8', Buffer.from('"hello"'))).toEqual({
       data: 'hello',
       dataType: 'json',
@@ -171,24 +181,31 @@ describe('bodies', () => {
       subprotocols: [],
       clientCertificates: [],
     });
-    expect(() => decodeConnectBody(Buffer.from('{"query":{"a":"1"}}'))).toThrow(/arrays of strings/);
+    expect(() => decodeConnectBody(Buffer.from('{"query":{"a":"1"}}'))).toThrow(
+      /arrays of strings/,
+    );
     expect(() => decodeConnectBody(Buffer.from('[]'))).toThrow(/JSON object/);
   });
 });
 
-describe('replies', () => {
-  const text = (reply: ReturnType<typeof encodeUserEventReply>) => [
-    reply?.contentType,
-    reply?.body.toString('utf8'),
-  ];
+const text = (reply: ReturnType<typeof encodeUserEventReply>) => [
+  reply?.contentType,
+  reply?.body.toString('utf8'),
+];
 
+describe('replies', () => {
   it('maps user-event return values', () => {
     expect(encodeUserEventReply(undefined)).toBeUndefined();
     expect(text(encodeUserEventReply('hi'))).toEqual(['text/plain; charset=utf-8', 'hi']);
-    expect(text(encodeUserEventReply({ a: 1 }))).toEqual(['application/json; charset=utf-8', '{"a":1}']);
+    expect(text(encodeUserEventReply({ a: 1 }))).toEqual([
+      'application/json; charset=utf-8',
+      '{"a":1}',
+    ]);
     expect(text(encodeUserEventReply(42))).toEqual(['application/json; charset=utf-8', '42']);
     expect(text(encodeUserEventReply(false))).toEqual(['application/json; charset=utf-8', 'false']);
-    expect(encodeUserEventReply(new Uint8Array([1, 2]))?.contentType).toBe('application/octet-stream');
+    expect(encodeUserEventReply(new Uint8Array([1, 2]))?.contentType).toBe(
+      'application/octet-stream',
+    );
     expect(text(encodeUserEventReply(WebPubSubReply.json('hello')))).toEqual([
       'application/json; charset=utf-8',
       '"hello"',
@@ -196,7 +213,9 @@ describe('replies', () => {
   });
 
   it('never sends an empty subprotocol on connect', () => {
-    expect(encodeConnectReply({ userId: 'u', subprotocol: '' })?.body.toString()).toBe('{"userId":"u"}');
+    expect(encodeConnectReply({ userId: 'u', subprotocol: '' })?.body.toString()).toBe(
+      '{"userId":"u"}',
+    );
     expect(encodeConnectReply(undefined)).toBeUndefined();
     expect(() => encodeConnectReply('u1')).toThrow(/connect handler/);
   });

@@ -1,8 +1,21 @@
 import { createHash } from 'node:crypto';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EventContext, EventData, OnUserEvent, WebPubSubHub, WebPubSubModule, type WebPubSubContext } from 'nestjs-web-pubsub';
-import { CONNECTION_STRING, sendEvent, startApp, type Flow, type RunningApp } from './upstream-helpers.js';
+import {
+  EventContext,
+  EventData,
+  OnUserEvent,
+  WebPubSubHub,
+  WebPubSubModule,
+  type WebPubSubContext,
+} from 'nestjs-web-pubsub';
+import {
+  CONNECTION_STRING,
+  sendEvent,
+  startApp,
+  type Flow,
+  type RunningApp,
+} from './upstream-helpers.js';
 
 const digest = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
@@ -55,7 +68,11 @@ describe.each<[Flow, string | undefined]>([
 
   it('keeps UTF-8 text intact', async () => {
     const res = await send('text/plain; charset=utf-8', 'naïve café — 日本語 🎉');
-    expect(res.json()).toEqual({ kind: 'string', value: 'naïve café — 日本語 🎉', dataType: 'text' });
+    expect(res.json()).toEqual({
+      kind: 'string',
+      value: 'naïve café — 日本語 🎉',
+      dataType: 'text',
+    });
   });
 
   it('keeps every byte of a binary body', async () => {
@@ -70,11 +87,14 @@ describe.each<[Flow, string | undefined]>([
     ['true', 'boolean', true],
     ['null', 'object', 'null'],
     ['[1,"a"]', 'object', [1, 'a']],
-  ])('passes bare JSON %s, which the strict default parser would refuse', async (body, kind, value) => {
-    const res = await send('application/json', body);
-    expect(res.status).toBe(200);
-    expect(res.json()).toEqual({ kind, value, dataType: 'json' });
-  });
+  ])(
+    'passes bare JSON %s, which the strict default parser would refuse',
+    async (body, kind, value) => {
+      const res = await send('application/json', body);
+      expect(res.status).toBe(200);
+      expect(res.json()).toEqual({ kind, value, dataType: 'json' });
+    },
+  );
 
   it('accepts JSON far above the 100 kb Express default', async () => {
     const text = 'x'.repeat(600 * 1024);

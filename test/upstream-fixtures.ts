@@ -275,7 +275,11 @@ class ImplicitlyScopedHub {
   imports: [WebPubSubModule.forRoot({ connectionString: CONNECTION_STRING })],
   providers: [
     ScopedHub,
-    { provide: ImplicitlyScopedHub, useFactory: (req: object) => new ImplicitlyScopedHub(req), inject: [REQUEST] },
+    {
+      provide: ImplicitlyScopedHub,
+      useFactory: (req: object) => new ImplicitlyScopedHub(req),
+      inject: [REQUEST],
+    },
   ],
 })
 export class RequestScopedModule {}

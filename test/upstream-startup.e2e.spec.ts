@@ -79,7 +79,9 @@ describe('start-up errors', () => {
   it('warns about request-scoped hub classes and skips them', async () => {
     const { url, logger } = await start(RequestScopedModule);
     const warnings = logger.messages('warn');
-    expect(warnings.some((w) => /ScopedHub is a @WebPubSubHub class but is request-scoped/.test(w))).toBe(true);
+    expect(
+      warnings.some((w) => /ScopedHub is a @WebPubSubHub class but is request-scoped/.test(w)),
+    ).toBe(true);
     expect(warnings.some((w) => /ImplicitlyScopedHub is a @WebPubSubHub class/.test(w))).toBe(true);
     expect((await sendEvent(url, { hub: 'scoped' }, connectBody())).status).toBe(404);
   });
@@ -96,7 +98,11 @@ describe('without signature check', () => {
   const credential: TokenCredential = { getToken: async () => null };
   @Module({
     imports: [
-      WebPubSubModule.forRoot({ endpoint: 'https://x.webpubsub.azure.com', credential, accessKeys: [] }),
+      WebPubSubModule.forRoot({
+        endpoint: 'https://x.webpubsub.azure.com',
+        credential,
+        accessKeys: [],
+      }),
     ],
     providers: [OpenHub],
   })
@@ -120,6 +126,12 @@ describe('logging', () => {
     expect(lines[0]).toMatch(/^hub=chat event=echo connection=c-7 status=200 \d+\.\dms$/);
     expect(lines[1]).toMatch(/^hub=chat event=reject connection=c-8 status=500 /);
     const errors = logger.messages('error');
-    expect(errors.some((e) => /ChatHub\.reject \(hub "chat", event "reject", connection c-8\) failed: async failure/.test(e))).toBe(true);
+    expect(
+      errors.some((e) =>
+        /ChatHub\.reject \(hub "chat", event "reject", connection c-8\) failed: async failure/.test(
+          e,
+        ),
+      ),
+    ).toBe(true);
   });
 });
