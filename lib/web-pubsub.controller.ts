@@ -1,39 +1,10 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  BadRequestException,
-  Controller,
-  Inject,
-  Options,
-  PayloadTooLargeException,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-  type Type,
-} from '@nestjs/common';
-import { BodyTooLargeError, getRawBody } from './web-pubsub.body.js';
+import type { IncomingMessage } from 'node:http';
+import { Controller, Inject, Options, Post, Req, Res, UseGuards, type Type } from '@nestjs/common';
+import { bodyErrorReply, getRawBody } from './web-pubsub.middleware.js';
 import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
-import { Messages } from './web-pubsub.errors.js';
-import { WebPubSubDispatcher, errorReply, type UpstreamReply } from './web-pubsub.dispatcher.js';
+import { WebPubSubDispatcher, writeReply, type AnyResponse } from './web-pubsub.dispatcher.js';
 import { WebPubSubGuard } from './web-pubsub.guard.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
-
-/** Express hands us a `ServerResponse`; Fastify a reply wrapping one (`raw`). */
-type AnyResponse = ServerResponse | { raw: ServerResponse; hijack(): void };
-
-/**
- * Written straight to the socket: the status, content type and headers are the protocol's, and
- * no global interceptor or serializer of the app may rewrite them.
- */
-function send(res: AnyResponse, reply: UpstreamReply): void {
-  let raw: ServerResponse;
-  if ('raw' in res) {
-    res.hijack();
-    raw = res.raw;
-  } else raw = res;
-  raw.writeHead(reply.status, reply.headers);
-  raw.end(reply.body);
-}
 
 /**
  * Creates the upstream controller for one `forRoot()` call, with its own path: the path itself
@@ -55,7 +26,7 @@ export function createWebPubSubController(
 
     @Options(routes)
     validate(@Req() req: IncomingMessage, @Res() res: AnyResponse): void {
-      send(res, this.dispatcher.validate(req.headers));
+      writeReply(res, this.dispatcher.validate(req.headers));
     }
 
     @Post(routes)
@@ -64,15 +35,9 @@ export function createWebPubSubController(
       try {
         body = await getRawBody(req, this.config.maxBodySize);
       } catch (err) {
-        const reply = errorReply(
-          err instanceof BodyTooLargeError
-            ? new PayloadTooLargeException(err.message)
-            : new BadRequestException(Messages.bodyAborted),
-        );
-        reply.headers.connection = 'close';
-        return send(res, reply);
+        return writeReply(res, bodyErrorReply(err));
       }
-      send(res, await this.dispatcher.dispatch(req.headers, body));
+      writeReply(res, await this.dispatcher.dispatch(req.headers, body));
     }
   }
 

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import {
   BadRequestException,
@@ -45,6 +45,23 @@ export interface UpstreamReply {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Express hands us a `ServerResponse`; Fastify a reply wrapping one (`raw`). */
+export type AnyResponse = ServerResponse | { raw: ServerResponse; hijack(): void };
+
+/**
+ * Written straight to the socket: the status, content type and headers are the protocol's, and
+ * no global interceptor or serializer of the app may rewrite them.
+ */
+export function writeReply(res: AnyResponse, reply: UpstreamReply): void {
+  let raw: ServerResponse;
+  if ('raw' in res) {
+    res.hijack();
+    raw = res.raw;
+  } else raw = res;
+  raw.writeHead(reply.status, reply.headers);
+  raw.end(reply.body);
+}
 
 /** Errors are answered the way Nest answers an `HttpException`: `{ statusCode, message, error }`. */
 export function errorReply(exception: HttpException): UpstreamReply {

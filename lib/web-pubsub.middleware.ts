@@ -1,9 +1,23 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import {
+  BadRequestException,
+  Inject,
+  Injectable,
+  Logger,
+  PayloadTooLargeException,
+  type OnModuleDestroy,
+} from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
 import { WEB_PUBSUB_CONFIG, WEB_PUBSUB_PATH } from './web-pubsub.constants.js';
+import {
+  WebPubSubDispatcher,
+  errorReply,
+  writeReply,
+  type UpstreamReply,
+} from './web-pubsub.dispatcher.js';
 import { Messages } from './web-pubsub.errors.js';
+import { Headers } from './web-pubsub.protocol.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 
 /** Where the raw body of an upstream request is kept on the request object. */
@@ -17,6 +31,17 @@ type RequestWithBody = IncomingMessage & {
 
 export class BodyTooLargeError extends Error {
   override name = 'BodyTooLargeError';
+}
+
+/** 413 for a body over the limit, 400 for one that could not be read; the connection is closed. */
+export function bodyErrorReply(err: unknown): UpstreamReply {
+  const reply = errorReply(
+    err instanceof BodyTooLargeError
+      ? new PayloadTooLargeException(err.message)
+      : new BadRequestException(Messages.bodyAborted),
+  );
+  reply.headers.connection = 'close';
+  return reply;
 }
 
 /** Reads a request stream into one Buffer, refusing more than `limit` bytes. */
@@ -74,21 +99,6 @@ export async function getRawBody(req: IncomingMessage, limit: number): Promise<B
   return Buffer.from(JSON.stringify(body), 'utf8');
 }
 
-/** Writes a JSON error in Nest's usual shape straight to the socket, closing the connection. */
-function rejectRequest(res: ServerResponse, status: number, message: string): void {
-  const body = JSON.stringify({
-    statusCode: status,
-    message,
-    error: status === 413 ? 'Payload Too Large' : 'Bad Request',
-  });
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close',
-  });
-  res.end(body);
-}
-
 /**
  * True when a request path is the upstream path or below it, under any prefix (a global prefix
  * is set after the module starts, so it cannot be known here). Segment boundaries are respected.
@@ -109,19 +119,23 @@ export function createPathMatcher(path: string): (url: string) => boolean {
 }
 
 /**
- * Makes upstream bodies reach the handlers intact in an app created with a plain
- * `NestFactory.create()`: Express' default JSON parser is strict (a bare `"hello"` is refused),
- * stops at 100 kb and leaves text and binary unread. `HttpAdapterHost.init$` fires as soon as the
- * adapter exists, before Nest registers its parsers, so this middleware reads the upstream
- * requests first, and body-parser then skips them as already read.
+ * Runs before the app's own middleware, for the upstream path only:
+ * - reads event bodies first, so they reach the handlers intact in an app created with a plain
+ *   `NestFactory.create()`: Express' default JSON parser is strict (a bare `"hello"` is refused),
+ *   stops at 100 kb and leaves text and binary unread. `HttpAdapterHost.init$` fires as soon as
+ *   the adapter exists, before Nest registers its parsers, and body-parser then skips these
+ *   requests as already read;
+ * - answers the abuse-protection probe, which `app.enableCors()` would otherwise take for a CORS
+ *   preflight and answer 204 without `WebHook-Allowed-Origin`, failing the validation.
  */
 @Injectable()
-export class WebPubSubBodyReader implements OnModuleDestroy {
+export class WebPubSubMiddleware implements OnModuleDestroy {
   private readonly logger = new Logger('WebPubSubModule');
   private readonly subscription: Subscription;
 
   constructor(
     adapterHost: HttpAdapterHost,
+    private readonly dispatcher: WebPubSubDispatcher,
     @Inject(WEB_PUBSUB_CONFIG) private readonly config: WebPubSubConfig,
     @Inject(WEB_PUBSUB_PATH) path: string,
   ) {
@@ -136,16 +150,17 @@ export class WebPubSubBodyReader implements OnModuleDestroy {
         return;
       }
       adapter.use((req: RequestWithBody, res: ServerResponse, next: () => void) => {
-        if (req.method !== 'POST' || !matches(req.url ?? '')) return next();
+        if (!matches(req.url ?? '')) return next();
+        if (req.method === 'OPTIONS' && req.headers[Headers.requestOrigin] !== undefined) {
+          return writeReply(res, this.dispatcher.validate(req.headers));
+        }
+        if (req.method !== 'POST') return next();
         readStream(req, this.config.maxBodySize).then(
           (body) => {
             req[RAW_BODY] = body;
             next();
           },
-          (err: Error) =>
-            err instanceof BodyTooLargeError
-              ? rejectRequest(res, 413, err.message)
-              : rejectRequest(res, 400, Messages.bodyAborted),
+          (err: unknown) => writeReply(res, bodyErrorReply(err)),
         );
       });
     });

@@ -1,12 +1,12 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { WebPubSubBodyReader } from './web-pubsub.body.js';
 import { WEB_PUBSUB_CONFIG, WEB_PUBSUB_PATH } from './web-pubsub.constants.js';
 import { createWebPubSubController } from './web-pubsub.controller.js';
 import { getDeclaredHubs, getHubToken } from './web-pubsub.decorators.js';
 import { WebPubSubDispatcher } from './web-pubsub.dispatcher.js';
 import { WebPubSubExplorer } from './web-pubsub.explorer.js';
 import { WebPubSubGuard } from './web-pubsub.guard.js';
+import { WebPubSubMiddleware } from './web-pubsub.middleware.js';
 import {
   ConfigurableModuleClass,
   MODULE_OPTIONS_TOKEN,
@@ -60,7 +60,7 @@ function assemble(
       ...(definition.providers ?? []),
       { provide: WEB_PUBSUB_CONFIG, useFactory: resolveConfig, inject: [MODULE_OPTIONS_TOKEN] },
       { provide: WEB_PUBSUB_PATH, useValue: path },
-      WebPubSubBodyReader,
+      WebPubSubMiddleware,
       WebPubSubExplorer,
       WebPubSubDispatcher,
       WebPubSubGuard,

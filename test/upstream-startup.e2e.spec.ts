@@ -135,3 +135,25 @@ describe('logging', () => {
     ).toBe(true);
   });
 });
+
+describe('next to app.enableCors()', () => {
+  it('still answers the abuse-protection probe, which CORS would take for a preflight', async () => {
+    const app = await NestFactory.create(AppModule, { logger: false });
+    app.enableCors();
+    await app.listen(0, '127.0.0.1');
+    running = { app, url: await app.getUrl(), close: () => app.close() };
+    const probe = await fetch(`${running.url}/eventhandler`, {
+      method: 'OPTIONS',
+      headers: { 'WebHook-Request-Origin': 'localhost', 'ce-awpsversion': '1.0' },
+    });
+    expect(probe.status).toBe(200);
+    expect(probe.headers.get('webhook-allowed-origin')).toBe('localhost');
+    const preflight = await fetch(`${running.url}/other`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'https://app.example.com', 'Access-Control-Request-Method': 'POST' },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('*');
+  });
+});
+
