@@ -6,6 +6,14 @@ import { RawClient, SECONDARY_KEY, startTestEmulator, TEST_KEY } from './emulato
 
 const JSON_PROTOCOL = 'json.webpubsub.azure.v1';
 
+/** A REST bearer token made by hand, to test what the SDK never sends. */
+const sign = (key: string, aud: string, exp: number) =>
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setAudience(aud)
+    .setExpirationTime(exp)
+    .sign(new TextEncoder().encode(key));
+
 describe('emulator REST API through @azure/web-pubsub', () => {
   let emulator: WebPubSubEmulator;
   let service: WebPubSubServiceClient;
@@ -67,12 +75,6 @@ describe('emulator REST API through @azure/web-pubsub', () => {
         headers: token ? { authorization: `Bearer ${token}` } : {},
         body: 'x',
       });
-    const sign = (key: string, aud: string, exp: number) =>
-      new SignJWT({})
-        .setProtectedHeader({ alg: 'HS256' })
-        .setAudience(aud)
-        .setExpirationTime(exp)
-        .sign(new TextEncoder().encode(key));
     const now = Math.floor(Date.now() / 1000);
 
     expect((await post()).status).toBe(401);
@@ -265,12 +267,12 @@ describe('emulator REST API through @azure/web-pubsub', () => {
         ids.push(member.connectionId);
         if (member.connectionId !== bob.id) expect(member.userId).toBe('alice');
       }
-      return ids.sort();
+      return new Set(ids);
     };
-    expect(await members('team')).toEqual([alice1.id, alice2.id].sort());
+    expect(await members('team')).toEqual(new Set([alice1.id, alice2.id]));
     // A later connection of the user joins the user's groups too.
     const alice3 = await jsonClient({ userId: 'alice' });
-    expect(await members('team')).toContain(alice3.id);
+    expect((await members('team')).has(alice3.id)).toBe(true);
     await service.group('team').removeUser('alice');
     expect(await service.groupExists('team')).toBe(false);
 
@@ -291,10 +293,10 @@ describe('emulator REST API through @azure/web-pubsub', () => {
     ]);
 
     await service.addConnectionsToGroups(['x', 'y'], "userId eq 'alice'");
-    expect(await members('x')).toEqual([alice1.id, alice2.id, alice3.id].sort());
+    expect(await members('x')).toEqual(new Set([alice1.id, alice2.id, alice3.id]));
     await service.removeConnectionsFromGroups(['x'], `connectionId eq '${alice1.id}'`);
-    expect(await members('x')).toEqual([alice2.id, alice3.id].sort());
-    expect(await members('y')).toHaveLength(3);
+    expect(await members('x')).toEqual(new Set([alice2.id, alice3.id]));
+    expect((await members('y')).size).toBe(3);
   });
 
   it('lists group connections page by page', async () => {
@@ -310,7 +312,8 @@ describe('emulator REST API through @azure/web-pubsub', () => {
       listed.push(...page.map((m) => m.connectionId));
     }
     expect(pageCount).toBe(3);
-    expect(listed.sort()).toEqual(ids.sort());
+    expect(listed).toHaveLength(ids.length);
+    expect(new Set(listed)).toEqual(new Set(ids));
 
     const top: string[] = [];
     for await (const member of await service
@@ -391,7 +394,8 @@ describe('emulator REST API through @azure/web-pubsub', () => {
     expect(await service.connectionExists(other.id)).toBe(true);
 
     const kept = await jsonClient();
-    await service.closeAllConnections({ excluded: [kept.id], reason: 'all' });
+    // The SDK passes `excluded` through although its options type does not declare it.
+    await service.closeAllConnections({ excluded: [kept.id], reason: 'all' } as { reason: string });
     await other.closed;
     expect(await service.connectionExists(kept.id)).toBe(true);
   });
