@@ -20,3 +20,8 @@ assert.equal(
   'sha256=8de7281e588e23b0a30a7180ffa240257b8176e983004c240c9f3f7a7233c993',
 );
 console.log('import: ok');
+
+const testing = await import('nestjs-web-pubsub/testing');
+assert.equal(typeof testing.WebPubSubTestClient, 'function');
+assert.equal(typeof testing.createEventHeaders, 'function');
+console.log('import nestjs-web-pubsub/testing: ok');

@@ -2,7 +2,8 @@
 import type { INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
-import { computeSignature, encodeConnectionState } from 'nestjs-web-pubsub';
+import { encodeConnectionState, type WebPubSubEventKind } from 'nestjs-web-pubsub';
+import { createEventHeaders } from 'nestjs-web-pubsub/testing';
 
 export const KEY = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH';
 export const SECONDARY_KEY = 'secondary-key-0123456789abcdef0123456789';
@@ -48,43 +49,36 @@ export interface EventOptions {
   omit?: string[];
 }
 
-const SYSTEM: Record<string, string> = {
-  connect: 'azure.webpubsub.sys.connect',
-  connected: 'azure.webpubsub.sys.connected',
-  disconnected: 'azure.webpubsub.sys.disconnected',
-  joined: 'azure.webpubsub.gp.joined',
-  left: 'azure.webpubsub.gp.left',
+const KINDS: Record<string, WebPubSubEventKind> = {
+  connect: 'connect',
+  connected: 'connected',
+  disconnected: 'disconnected',
+  joined: 'groupJoined',
+  left: 'groupLeft',
 };
 
-/** The headers the service sends for one event. */
+/** The headers the service sends for one event, with the overrides a spec asks for. */
 export function eventHeaders(options: EventOptions = {}): Record<string, string> {
-  const hub = options.hub ?? 'chat';
   const event = options.event ?? 'connect';
-  const connectionId = options.connectionId ?? 'conn1';
-  const system = event in SYSTEM;
-  const headers: Record<string, string> = {
-    'ce-specversion': '1.0',
-    'ce-awpsversion': '1.0',
-    'ce-type': options.type ?? SYSTEM[event] ?? `azure.webpubsub.user.${event}`,
-    'ce-source': `/hubs/${hub}/client/${connectionId}`,
-    'ce-id': '1',
-    'ce-time': new Date().toISOString(),
-    'ce-hub': hub,
-    'ce-connectionId': connectionId,
-    'ce-eventName': event,
-    'webhook-request-origin': 'localhost',
-    'content-type':
-      options.contentType ?? (system ? 'application/json; charset=utf-8' : 'text/plain'),
-  };
-  if (options.key !== null)
-    headers['ce-signature'] = computeSignature(options.key ?? KEY, connectionId);
-  if (options.userId) headers['ce-userId'] = options.userId;
-  if (options.subprotocol) headers['ce-subprotocol'] = options.subprotocol;
-  if (options.states) headers['ce-connectionState'] = encodeConnectionState(options.states);
+  const kind = KINDS[event] ?? 'user';
+  const headers = createEventHeaders({
+    hub: options.hub ?? 'chat',
+    connectionId: options.connectionId ?? 'conn1',
+    kind,
+    event,
+    accessKeys: options.key === null ? [] : [options.key ?? KEY],
+    userId: options.userId,
+    subprotocol: options.subprotocol,
+    connectionState: options.states && encodeConnectionState(options.states),
+    eventId: 1,
+    contentType: options.contentType ?? (kind === 'user' ? 'text/plain' : undefined),
+  });
+  if (options.type) headers['ce-type'] = options.type;
   Object.assign(headers, options.headers);
   for (const name of options.omit ?? []) {
-    for (const key of Object.keys(headers))
+    for (const key of Object.keys(headers)) {
       if (key.toLowerCase() === name.toLowerCase()) delete headers[key];
+    }
   }
   return headers;
 }
