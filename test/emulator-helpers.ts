@@ -42,8 +42,9 @@ type Waiter = { match: (r: RecordedRequest) => boolean; resolve: (r: RecordedReq
  */
 export class UpstreamServer {
   readonly requests: RecordedRequest[] = [];
-  respond: (request: RecordedRequest) => HandlerReply | Promise<HandlerReply> | undefined = () =>
-    undefined;
+  respond: (
+    request: RecordedRequest,
+  ) => HandlerReply | undefined | Promise<HandlerReply | undefined> = () => undefined;
   private readonly server: Server;
   private waiters: Waiter[] = [];
   url = '';
