@@ -26,7 +26,8 @@ Options:
       --key <key>              primary access key (default: the key of Microsoft's emulator)
       --secondary-key <key>    secondary access key, also accepted and signed with
       --upstream <template>    event handler URL for every hub not given with --hub,
-                               e.g. http://localhost:3000/api/webpubsub/hubs/{hub}/  (repeatable)
+                               e.g. http://localhost:3000/api/webpubsub/hubs/{hub}/  (repeatable);
+                               "<hub>=<template>" is the same as --hub
       --hub <hub>=<template>   event handler URL for one hub; "*=<template>" is the same as
                                --upstream (repeatable; settings are tried in order)
       --log-level <level>      ${EMULATOR_LOG_LEVELS.join(', ')} (default log; debug shows every exchange)
@@ -82,11 +83,18 @@ export function parseEmulatorArgs(argv: readonly string[]): EmulatorOptions | 'h
     options.logLevel = level as EmulatorLogLevel;
   }
 
-  const catchAll: EventHandlerSetting[] = (values.upstream ?? []).map((urlTemplate) => ({
-    urlTemplate,
-  }));
+  const catchAll: EventHandlerSetting[] = [];
   const hubs: Record<string, EventHandlerSetting[]> = {};
-  for (const entry of values.hub ?? []) {
+  // `--upstream chat=<url>` is `--hub chat=<url>`; a bare URL (even one with `=` in its query) is for every hub.
+  const perHub = [
+    ...(values.upstream ?? []).filter((entry) => {
+      if (/^(\*|[A-Za-z][A-Za-z0-9_`,.[\]]*)=/.test(entry)) return true;
+      catchAll.push({ urlTemplate: entry });
+      return false;
+    }),
+    ...(values.hub ?? []),
+  ];
+  for (const entry of perHub) {
     const eq = entry.indexOf('=');
     const hub = entry.slice(0, eq).trim();
     const urlTemplate = entry.slice(eq + 1).trim();
@@ -130,7 +138,9 @@ async function main(): Promise<void> {
       '',
       'Connection string:',
       `  ${emulator.connectionString}`,
-      emulator.accessKey === DEFAULT_EMULATOR_ACCESS_KEY ? '  (the default emulator key)' : '',
+      ...(emulator.accessKey === DEFAULT_EMULATOR_ACCESS_KEY
+        ? ['  (the default emulator key)']
+        : []),
       'Event handlers:',
       ...(handlers.length ? handlers : ['  none: connections are accepted on their token alone']),
       '',
