@@ -12,6 +12,9 @@ export const WEB_PUBSUB_CONFIG = Symbol('WEB_PUBSUB_CONFIG');
 /** The upstream path (a synchronous extra of `forRoot`). */
 export const WEB_PUBSUB_PATH = Symbol('WEB_PUBSUB_PATH');
 
+/** The controller class made for this module instance. */
+export const WEB_PUBSUB_CONTROLLER = Symbol('WEB_PUBSUB_CONTROLLER');
+
 export const DEFAULT_PATH = '/eventhandler';
 
 /**

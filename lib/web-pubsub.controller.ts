@@ -6,15 +6,35 @@ import { WebPubSubDispatcher, writeReply, type AnyResponse } from './web-pubsub.
 import { WebPubSubGuard } from './web-pubsub.guard.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 
+/** Nest's route path metadata key (`PATH_METADATA`), the same string in every version. */
+const NEST_PATH_METADATA = 'path';
+
 /**
- * Creates the upstream controller for one `forRoot()` call, with its own path: the path itself
- * and every sub-path (URL templates such as `/eventhandler/{hub}/{event}`).
+ * The path and every sub-path (URL templates such as `/eventhandler/{hub}/{event}`), in the
+ * wildcard syntax of the adapter: Express 5 wants a named wildcard, Fastify a bare `*`.
+ */
+function routesFor(path: string, adapter: string | undefined): string[] {
+  const base = path === '/' ? '' : path;
+  return [path, adapter === 'fastify' ? `${base}/*` : `${base}/*rest`];
+}
+
+/** Called once the adapter is known, before Nest registers the routes. */
+export function useAdapterRoutes(controller: Type<unknown>, path: string, adapter: string): void {
+  const routes = routesFor(path, adapter);
+  for (const method of ['validate', 'handle']) {
+    Reflect.defineMetadata(NEST_PATH_METADATA, routes, controller.prototype[method]);
+  }
+}
+
+/**
+ * Creates the upstream controller for one `forRoot()` call, with its own path. Each call makes
+ * its own class, so setting its route metadata touches no other app.
  */
 export function createWebPubSubController(
   path: string,
   decorators: readonly ClassDecorator[],
 ): Type<unknown> {
-  const routes = [path, `${path === '/' ? '' : path}/*rest`];
+  const routes = routesFor(path, 'express');
 
   @Controller()
   @UseGuards(WebPubSubGuard)

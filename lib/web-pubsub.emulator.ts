@@ -78,6 +78,11 @@ export interface WebPubSubEmulator {
   readonly accessKey: string;
   /** `Endpoint=…;AccessKey=…;Version=1.0;` for `WebPubSubServiceClient` (pass `allowInsecureConnection: true`). */
   readonly connectionString: string;
+  /**
+   * Replaces the event handler settings of one hub, or the default ones of every hub not listed
+   * in `hubs`: for apps whose URL is known only once they listen (e.g. on port 0).
+   */
+  setEventHandlers(settings: EventHandlerSettings, hub?: string): void;
   /** Ends every client socket and handshake, aborts upstream requests and stops the server. */
   close(): Promise<void>;
 }
@@ -144,7 +149,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<WebP
     validateSettings(list, `hubs.${hub}`);
     hubSettings.set(hub.toLowerCase(), list);
   }
-  const defaultSettings = toList(options.eventHandlers);
+  let defaultSettings = toList(options.eventHandlers);
   validateSettings(defaultSettings, 'eventHandlers');
 
   const server: Server = createServer();
@@ -196,6 +201,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<WebP
     port,
     accessKey,
     connectionString: emulatorConnectionString(url, accessKey),
+    setEventHandlers(settings, hub) {
+      const list = toList(settings);
+      validateSettings(list, hub ? `hubs.${hub}` : 'eventHandlers');
+      if (hub) hubSettings.set(hub.toLowerCase(), list);
+      else defaultSettings = list;
+    },
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));

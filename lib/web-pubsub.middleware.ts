@@ -1,15 +1,22 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BadRequestException,
+  HttpException,
   Inject,
   Injectable,
   Logger,
   PayloadTooLargeException,
   type OnModuleDestroy,
+  type Type,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
-import { WEB_PUBSUB_CONFIG, WEB_PUBSUB_PATH } from './web-pubsub.constants.js';
+import {
+  WEB_PUBSUB_CONFIG,
+  WEB_PUBSUB_CONTROLLER,
+  WEB_PUBSUB_PATH,
+} from './web-pubsub.constants.js';
+import { useAdapterRoutes } from './web-pubsub.controller.js';
 import {
   WebPubSubDispatcher,
   errorReply,
@@ -22,6 +29,23 @@ import type { WebPubSubConfig } from './web-pubsub.options.js';
 
 /** Where the raw body of an upstream request is kept on the request object. */
 const RAW_BODY = Symbol('web-pubsub:raw-body');
+/** Fastify: the content type an upstream request came with, while it wears ours. */
+const ORIGINAL_CONTENT_TYPE = Symbol('web-pubsub:content-type');
+const UPSTREAM_CONTENT_TYPE = 'application/x-nestjs-web-pubsub-upstream';
+
+type PathMatcher = (url: string) => boolean;
+
+/** The little of Fastify's API used here, so that Fastify need not be installed. */
+interface FastifyLike {
+  addContentTypeParser(type: string, parser: Function): void;
+  addHook(name: string, hook: Function): void;
+}
+interface FastifyRequestLike {
+  method: string;
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  raw: { [ORIGINAL_CONTENT_TYPE]?: string | string[] | null };
+}
 
 type RequestWithBody = IncomingMessage & {
   [RAW_BODY]?: Buffer;
@@ -33,13 +57,15 @@ export class BodyTooLargeError extends Error {
   override name = 'BodyTooLargeError';
 }
 
-/** 413 for a body over the limit, 400 for one that could not be read; the connection is closed. */
+/** 413 for a body over the limit, 400 for one that could not be read. */
+const bodyException = (err: unknown): HttpException =>
+  err instanceof BodyTooLargeError
+    ? new PayloadTooLargeException(err.message)
+    : new BadRequestException(Messages.bodyAborted);
+
+/** The answer to a body that could not be taken; the connection is closed. */
 export function bodyErrorReply(err: unknown): UpstreamReply {
-  const reply = errorReply(
-    err instanceof BodyTooLargeError
-      ? new PayloadTooLargeException(err.message)
-      : new BadRequestException(Messages.bodyAborted),
-  );
+  const reply = errorReply(bodyException(err));
   reply.headers.connection = 'close';
   return reply;
 }
@@ -103,7 +129,7 @@ export async function getRawBody(req: IncomingMessage, limit: number): Promise<B
  * True when a request path is the upstream path or below it, under any prefix (a global prefix
  * is set after the module starts, so it cannot be known here). Segment boundaries are respected.
  */
-export function createPathMatcher(path: string): (url: string) => boolean {
+export function createPathMatcher(path: string): PathMatcher {
   const wanted = '/' + path.replace(/^\/+|\/+$/g, '').toLowerCase();
   return (url) => {
     const q = url.indexOf('?');
@@ -138,32 +164,75 @@ export class WebPubSubMiddleware implements OnModuleDestroy {
     private readonly dispatcher: WebPubSubDispatcher,
     @Inject(WEB_PUBSUB_CONFIG) private readonly config: WebPubSubConfig,
     @Inject(WEB_PUBSUB_PATH) path: string,
+    @Inject(WEB_PUBSUB_CONTROLLER) controller: Type<unknown>,
   ) {
     const matches = createPathMatcher(path);
     this.subscription = adapterHost.init$.subscribe(() => {
       const adapter = adapterHost.httpAdapter;
       const type = adapter.getType?.();
-      if (type !== 'express') {
+      useAdapterRoutes(controller, path, type);
+      if (type === 'express') this.installOnExpress(adapter, matches);
+      else if (type === 'fastify') this.installOnFastify(adapter.getInstance(), matches);
+      else {
         this.logger.warn(
-          `Reading upstream bodies early is only set up for Express; on "${type}" configure body parsing for ${path} yourself.`,
+          `Upstream bodies are read early on Express and Fastify only; on "${type}", make sure ${path} receives its raw body.`,
         );
-        return;
       }
-      adapter.use((req: RequestWithBody, res: ServerResponse, next: () => void) => {
-        if (!matches(req.url ?? '')) return next();
-        if (req.method === 'OPTIONS' && req.headers[Headers.requestOrigin] !== undefined) {
-          return writeReply(res, this.dispatcher.validate(req.headers));
-        }
-        if (req.method !== 'POST') return next();
-        readStream(req, this.config.maxBodySize).then(
-          (body) => {
-            req[RAW_BODY] = body;
-            next();
-          },
-          (err: unknown) => writeReply(res, bodyErrorReply(err)),
-        );
-      });
     });
+  }
+
+  private installOnExpress(adapter: { use(fn: unknown): unknown }, matches: PathMatcher): void {
+    adapter.use((req: RequestWithBody, res: ServerResponse, next: () => void) => {
+      if (!matches(req.url ?? '')) return next();
+      if (req.method === 'OPTIONS' && req.headers[Headers.requestOrigin] !== undefined) {
+        return writeReply(res, this.dispatcher.validate(req.headers));
+      }
+      if (req.method !== 'POST') return next();
+      readStream(req, this.config.maxBodySize).then(
+        (body) => {
+          req[RAW_BODY] = body;
+          next();
+        },
+        (err: unknown) => writeReply(res, bodyErrorReply(err)),
+      );
+    });
+  }
+
+  /**
+   * Fastify refuses content types it has no parser for (415 for `application/octet-stream`)
+   * and parses JSON and text itself. Upstream POSTs are relabelled with a private content type
+   * whose parser keeps the raw bytes, and get their own back before the handler runs: no parser
+   * of the app is added or changed, so its other routes behave as before.
+   */
+  private installOnFastify(fastify: FastifyLike, matches: PathMatcher): void {
+    // Read with the same limit and messages as on Express, not Fastify's own.
+    fastify.addContentTypeParser(
+      UPSTREAM_CONTENT_TYPE,
+      (_req: unknown, payload: IncomingMessage, done: (err: Error | null, body?: Buffer) => void) => {
+        readStream(payload, this.config.maxBodySize).then(
+          (body) => done(null, body),
+          (err: unknown) => done(bodyException(err)),
+        );
+      },
+    );
+    fastify.addHook('onRequest', (req: FastifyRequestLike, _reply: unknown, done: () => void) => {
+      if (req.method === 'POST' && matches(req.url)) {
+        req.raw[ORIGINAL_CONTENT_TYPE] = req.headers['content-type'] ?? null;
+        req.headers['content-type'] = UPSTREAM_CONTENT_TYPE;
+      }
+      done();
+    });
+    fastify.addHook(
+      'preValidation',
+      (req: FastifyRequestLike, _reply: unknown, done: () => void) => {
+        const original = req.raw[ORIGINAL_CONTENT_TYPE];
+        if (original !== undefined) {
+          if (original === null) delete req.headers['content-type'];
+          else req.headers['content-type'] = original;
+        }
+        done();
+      },
+    );
   }
 
   onModuleDestroy(): void {

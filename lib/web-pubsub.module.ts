@@ -1,6 +1,10 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { WEB_PUBSUB_CONFIG, WEB_PUBSUB_PATH } from './web-pubsub.constants.js';
+import {
+  WEB_PUBSUB_CONFIG,
+  WEB_PUBSUB_CONTROLLER,
+  WEB_PUBSUB_PATH,
+} from './web-pubsub.constants.js';
 import { createWebPubSubController } from './web-pubsub.controller.js';
 import { getDeclaredHubs, getHubToken } from './web-pubsub.decorators.js';
 import { WebPubSubDispatcher } from './web-pubsub.dispatcher.js';
@@ -52,14 +56,16 @@ function assemble(
     useFactory: (config: WebPubSubConfig) => config.createClient(hub),
     inject: [WEB_PUBSUB_CONFIG],
   }));
+  const controller = createWebPubSubController(path, extras.controllerDecorators ?? []);
   return {
     ...definition,
     imports: [...(definition.imports ?? []), DiscoveryModule],
-    controllers: [createWebPubSubController(path, extras.controllerDecorators ?? [])],
+    controllers: [controller],
     providers: [
       ...(definition.providers ?? []),
       { provide: WEB_PUBSUB_CONFIG, useFactory: resolveConfig, inject: [MODULE_OPTIONS_TOKEN] },
       { provide: WEB_PUBSUB_PATH, useValue: path },
+      { provide: WEB_PUBSUB_CONTROLLER, useValue: controller },
       WebPubSubMiddleware,
       WebPubSubExplorer,
       WebPubSubDispatcher,

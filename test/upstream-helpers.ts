@@ -1,6 +1,8 @@
 /** Shared by the upstream e2e specs: start a real Nest app, send signed CloudEvents over HTTP. */
 import type { INestApplication, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { ExpressAdapter } from '@nestjs/platform-express';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { encodeConnectionState, type WebPubSubEventKind } from 'nestjs-web-pubsub';
 import { createEventHeaders } from 'nestjs-web-pubsub/testing';
@@ -10,6 +12,12 @@ export const SECONDARY_KEY = 'secondary-key-0123456789abcdef0123456789';
 export const CONNECTION_STRING = `Endpoint=http://localhost:8080;AccessKey=${KEY};Version=1.0;`;
 
 export type Flow = 'NestFactory.create' | 'Test.createTestingModule';
+export type AdapterName = 'express' | 'fastify';
+/** Every e2e spec of the module runs over both adapters. */
+export const ADAPTERS: AdapterName[] = ['express', 'fastify'];
+
+const createAdapter = (name: AdapterName) =>
+  name === 'fastify' ? new FastifyAdapter() : new ExpressAdapter();
 
 export interface RunningApp {
   app: INestApplication;
@@ -20,14 +28,19 @@ export interface RunningApp {
 /** Starts the module on a random port, created the way users create apps: no body-parser options. */
 export async function startApp(
   module: Type<unknown>,
-  { flow = 'NestFactory.create', prefix }: { flow?: Flow; prefix?: string } = {},
+  {
+    flow = 'NestFactory.create',
+    prefix,
+    adapter = 'express',
+  }: { flow?: Flow; prefix?: string; adapter?: AdapterName } = {},
 ): Promise<RunningApp> {
   const app =
     flow === 'NestFactory.create'
-      ? await NestFactory.create(module, { logger: false })
-      : (await Test.createTestingModule({ imports: [module] }).compile()).createNestApplication({
-          logger: false,
-        });
+      ? await NestFactory.create(module, createAdapter(adapter), { logger: false })
+      : (await Test.createTestingModule({ imports: [module] }).compile()).createNestApplication(
+          createAdapter(adapter),
+          { logger: false },
+        );
   if (prefix) app.setGlobalPrefix(prefix);
   await app.listen(0, '127.0.0.1');
   const url = (await app.getUrl()).replace('[::1]', '127.0.0.1');

@@ -156,4 +156,3 @@ describe('next to app.enableCors()', () => {
     expect(preflight.headers.get('access-control-allow-origin')).toBe('*');
   });
 });
-
