@@ -3,6 +3,7 @@
  * embedded emulator first, so it works with no Azure account.
  */
 import { existsSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Logger, type LoggerService, type LogLevel } from '@nestjs/common';
@@ -48,7 +49,8 @@ export async function startSample(options: SampleOptions = {}): Promise<RunningS
   app.useStaticAssets(publicDir);
   app.enableShutdownHooks();
   await app.listen(options.port ?? 3000, host);
-  const url = (await app.getUrl()).replace('[::1]', 'localhost');
+  const { port } = app.getHttpServer().address() as AddressInfo;
+  const url = `http://${host}:${port}`;
 
   // The emulator delivers events to this app, like an event handler set in the Azure portal.
   emulator?.setEventHandlers({ urlTemplate: `${url}/eventhandler` });
