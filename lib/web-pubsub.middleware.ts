@@ -208,7 +208,11 @@ export class WebPubSubMiddleware implements OnModuleDestroy {
     // Read with the same limit and messages as on Express, not Fastify's own.
     fastify.addContentTypeParser(
       UPSTREAM_CONTENT_TYPE,
-      (_req: unknown, payload: IncomingMessage, done: (err: Error | null, body?: Buffer) => void) => {
+      (
+        _req: unknown,
+        payload: IncomingMessage,
+        done: (err: Error | null, body?: Buffer) => void,
+      ) => {
         readStream(payload, this.config.maxBodySize).then(
           (body) => done(null, body),
           (err: unknown) => done(bodyException(err)),
