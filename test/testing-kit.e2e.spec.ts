@@ -89,7 +89,12 @@ describe('WebPubSubTestClient', () => {
     expect((await c.groupJoined('g')).status).toBe(204);
     expect((await c.groupLeft('g')).status).toBe(204);
     expect((await c.disconnected('bye')).status).toBe(204);
-    expect(calls.map((call) => call.handler)).toEqual(['connected', 'joined', 'left', 'disconnected']);
+    expect(calls.map((call) => call.handler)).toEqual([
+      'connected',
+      'joined',
+      'left',
+      'disconnected',
+    ]);
   });
 
   it('probes abuse protection', async () => {
