@@ -21,6 +21,7 @@ export {
   getWebPubSubEventData,
 } from './web-pubsub.context.js';
 export { WebPubSubGuard } from './web-pubsub.guard.js';
+export { EntraAuthError, type EntraAuthOptions } from './web-pubsub.entra.js';
 export { WebPubSubConfigurationError } from './web-pubsub.errors.js';
 export { WEB_PUBSUB_CONTEXT_TYPE } from './web-pubsub.constants.js';
 export {

@@ -3,27 +3,37 @@ import {
   BadRequestException,
   Inject,
   Injectable,
+  Logger,
   UnauthorizedException,
   type CanActivate,
   type ExecutionContext,
 } from '@nestjs/common';
 import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
+import { EntraAuthError } from './web-pubsub.entra.js';
 import { Messages } from './web-pubsub.errors.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 import { Headers } from './web-pubsub.protocol.js';
 
 /**
- * Authenticates every event POST before anything else reads it: `ce-signature` must match an
- * HMAC of `ce-connectionId` under one of the configured access keys (401 otherwise). The
- * abuse-protection probe (OPTIONS) carries no signature and is let through.
+ * Authenticates every event POST before anything else reads it (401 otherwise):
+ * - `ce-signature` must match an HMAC of `ce-connectionId` under one of the access keys;
+ * - with `auth.entra`, the `Authorization` bearer token must be a valid Entra ID token.
+ * The abuse-protection probe (OPTIONS) carries neither and is let through.
  */
 @Injectable()
 export class WebPubSubGuard implements CanActivate {
+  private readonly logger = new Logger('WebPubSubModule');
+
   constructor(@Inject(WEB_PUBSUB_CONFIG) private readonly config: WebPubSubConfig) {}
 
-  canActivate(context: ExecutionContext): boolean {
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     const request = context.switchToHttp().getRequest<IncomingMessage>();
-    if (request.method === 'OPTIONS' || !this.config.signatureRequired) return true;
+    if (request.method === 'OPTIONS') return true;
+    if (this.config.signatureRequired) this.checkSignature(request);
+    return this.config.verifyBearer ? this.checkBearer(request, this.config.verifyBearer) : true;
+  }
+
+  protected checkSignature(request: IncomingMessage): void {
     const connectionId = request.headers[Headers.connectionId];
     if (typeof connectionId !== 'string' || !connectionId) {
       throw new BadRequestException(Messages.missingHeaders([Headers.connectionId]));
@@ -37,6 +47,19 @@ export class WebPubSubGuard implements CanActivate {
     ) {
       throw new UnauthorizedException(Messages.badSignature);
     }
-    return true;
+  }
+
+  protected async checkBearer(
+    request: IncomingMessage,
+    verify: NonNullable<WebPubSubConfig['verifyBearer']>,
+  ): Promise<boolean> {
+    try {
+      await verify(request.headers.authorization);
+      return true;
+    } catch (err) {
+      const message = err instanceof EntraAuthError ? err.message : 'Invalid bearer token';
+      this.logger.warn(`Upstream request refused: ${message}`);
+      throw new UnauthorizedException(message);
+    }
   }
 }

@@ -6,6 +6,7 @@ import {
   type WebPubSubServiceClientOptions,
 } from '@azure/web-pubsub';
 import { DEFAULT_PATH } from './web-pubsub.constants.js';
+import { createEntraVerifier, type EntraAuthOptions } from './web-pubsub.entra.js';
 import { Messages, WebPubSubConfigurationError } from './web-pubsub.errors.js';
 import {
   MAX_BODY_SIZE,
@@ -41,6 +42,12 @@ export interface WebPubSubModuleOptions {
   maxBodySize?: number;
   /** Options for every `WebPubSubServiceClient` the module creates. */
   clientOptions?: WebPubSubServiceClientOptions;
+  /**
+   * Authentication beyond the signature. `entra`: every POST must carry a valid Microsoft Entra ID
+   * bearer token from the service's managed identity (set the event handler's authentication to
+   * managed identity). With access keys as well, both checks must pass.
+   */
+  auth?: { entra?: EntraAuthOptions };
 }
 
 /** Options known synchronously, even with `forRootAsync()`. */
@@ -67,6 +74,8 @@ export const { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, OPTIONS_TYPE, ASYN
 /** The options checked and turned into what each request needs, once, at start-up. */
 export interface WebPubSubConfig {
   endpoint: string;
+  /** Resolves with the token's claims, or throws `EntraAuthError`; absent without `auth.entra`. */
+  verifyBearer?: (authorization: string | undefined) => Promise<unknown>;
   verifySignature: (connectionId: string, header: string | undefined) => boolean;
   signatureRequired: boolean;
   allowedHosts: string[];
@@ -78,9 +87,22 @@ export interface WebPubSubConfig {
 export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig {
   const { endpoint, credential, defaultKey } = resolveCredential(options);
 
-  const accessKeys = options.accessKeys ?? (defaultKey ? [defaultKey] : undefined);
+  const entra = options.auth?.entra;
+  let verifyBearer: WebPubSubConfig['verifyBearer'];
+  if (entra) {
+    try {
+      verifyBearer = createEntraVerifier(entra);
+    } catch (err) {
+      throw new WebPubSubConfigurationError(`WebPubSubModule: ${(err as Error).message}`);
+    }
+  }
+
+  // With Entra ID alone (local auth disabled on the resource) there may be no key at all.
+  const accessKeys = options.accessKeys ?? (defaultKey ? [defaultKey] : entra ? [] : undefined);
   if (!accessKeys) throw new WebPubSubConfigurationError(Messages.noAccessKey);
-  if (accessKeys.length === 0) new Logger('WebPubSubModule').warn(Messages.signatureCheckOff);
+  if (accessKeys.length === 0 && !entra) {
+    new Logger('WebPubSubModule').warn(Messages.signatureCheckOff);
+  }
 
   const allowedHosts = (options.allowedEndpoints ?? [endpoint]).map((entry) => {
     try {
@@ -103,6 +125,7 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
 
   return {
     endpoint,
+    verifyBearer,
     verifySignature: createSignatureVerifier(accessKeys),
     signatureRequired: accessKeys.length > 0,
     allowedHosts,
