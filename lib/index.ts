@@ -22,6 +22,13 @@ export {
 } from './web-pubsub.context.js';
 export { WebPubSubGuard } from './web-pubsub.guard.js';
 export { EntraAuthError, type EntraAuthOptions } from './web-pubsub.entra.js';
+export {
+  MqttConnectException,
+  Mqtt311Codes,
+  Mqtt5Codes,
+  mqttCodeToStatus,
+  statusToMqttCode,
+} from './web-pubsub.mqtt.js';
 export { WebPubSubConfigurationError } from './web-pubsub.errors.js';
 export { WEB_PUBSUB_CONTEXT_TYPE } from './web-pubsub.constants.js';
 export {
@@ -38,6 +45,8 @@ export {
   type ConnectionStates,
   type ClientCertificate,
   type MqttConnectProperties,
+  type MqttUserProperty,
+  type ReplyOptions,
   type StringArrayMap,
   type UserEventDataType,
   type WebPubSubEventKind,

@@ -1,8 +1,10 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { WEB_PUBSUB_CONTEXT_TYPE } from './web-pubsub.constants.js';
+
 import {
   BLOCKING_EVENTS,
   type ConnectionStates,
+  type MqttUserProperty,
   type UserEventDataType,
   type WebPubSubEventKind,
 } from './web-pubsub.protocol.js';
@@ -21,6 +23,9 @@ export interface WebPubSubContextInit {
   signature?: string;
   physicalConnectionId?: string;
   sessionId?: string;
+  /** Told apart by the caller: by the subprotocol and physical connection id, or a connect body's `mqtt`. */
+  isMqtt: boolean;
+  mqttUserProperties?: MqttUserProperty[];
   dataType?: UserEventDataType;
   headers: Readonly<Record<string, string | string[] | undefined>>;
   states: ConnectionStates;
@@ -53,8 +58,12 @@ export class WebPubSubContext {
   readonly signature?: string;
   /** `mqtt` for MQTT clients, `default` for WebSocket clients. */
   readonly clientProtocol: 'default' | 'mqtt';
-  /** MQTT connections only. */
-  readonly mqtt?: { physicalConnectionId: string; sessionId?: string };
+  /** MQTT connections only; `userProperties` on user events (MQTT 5 PUBLISH user properties). */
+  readonly mqtt?: {
+    physicalConnectionId?: string;
+    sessionId?: string;
+    userProperties?: MqttUserProperty[];
+  };
   /** User events only: how the payload was decoded. */
   readonly dataType?: UserEventDataType;
   /** The request's headers, lower-cased, for anything the context does not expose. */
@@ -79,11 +88,13 @@ export class WebPubSubContext {
     this.headers = init.headers;
     this.currentStates = init.states;
     this.onIgnoredStateChange = init.onIgnoredStateChange;
-    // MQTT is told apart by the subprotocol and the physical connection id, not by ce-type.
-    const isMqtt = !!init.physicalConnectionId && /mqtt/i.test(init.subprotocol ?? '');
-    this.clientProtocol = isMqtt ? 'mqtt' : 'default';
-    if (isMqtt) {
-      this.mqtt = { physicalConnectionId: init.physicalConnectionId!, sessionId: init.sessionId };
+    this.clientProtocol = init.isMqtt ? 'mqtt' : 'default';
+    if (init.isMqtt) {
+      this.mqtt = {
+        physicalConnectionId: init.physicalConnectionId,
+        sessionId: init.sessionId,
+        userProperties: init.mqttUserProperties,
+      };
     }
   }
 

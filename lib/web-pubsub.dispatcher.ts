@@ -2,7 +2,10 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import {
   BadRequestException,
+  GatewayTimeoutException,
   HttpException,
+  ServiceUnavailableException,
+  type BeforeApplicationShutdown,
   Inject,
   Injectable,
   InternalServerErrorException,
@@ -12,6 +15,12 @@ import {
 import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
 import { WebPubSubContext } from './web-pubsub.context.js';
 import { Messages } from './web-pubsub.errors.js';
+import {
+  MqttConnectException,
+  mqttCodeToStatus,
+  mqttConnectErrorBody,
+  statusToMqttCode,
+} from './web-pubsub.mqtt.js';
 import { WebPubSubExplorer, type EventHandler, type HubHandlers } from './web-pubsub.explorer.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 import {
@@ -28,6 +37,7 @@ import {
   encodeConnectionState,
   encodeUserEventReply,
   parseEventType,
+  readMqttUserProperties,
   parseRequestOrigins,
   resolveAllowedOrigin,
   type ConnectRequest,
@@ -37,10 +47,34 @@ import {
   type WebPubSubEventKind,
 } from './web-pubsub.protocol.js';
 
+/** Entries that are forgotten `windowMs` after they were set (all share one window, so the oldest go first). */
+class ExpiringMap<T> {
+  private readonly entries = new Map<string, { value: T; expiresAt: number }>();
+  constructor(private readonly windowMs: number) {}
+
+  get(key: string): T | undefined {
+    this.prune();
+    return this.entries.get(key)?.value;
+  }
+
+  set(key: string, value: T): void {
+    this.prune();
+    this.entries.set(key, { value, expiresAt: Date.now() + this.windowMs });
+  }
+
+  private prune(): void {
+    const now = Date.now();
+    for (const [key, entry] of this.entries) {
+      if (entry.expiresAt > now) break;
+      this.entries.delete(key);
+    }
+  }
+}
+
 /** An answer for the service, independent of the HTTP adapter. */
 export interface UpstreamReply {
   status: number;
-  headers: Record<string, string>;
+  headers: Record<string, string | string[]>;
   body?: Buffer;
 }
 
@@ -64,7 +98,7 @@ export function writeReply(res: AnyResponse, reply: UpstreamReply): void {
 }
 
 /** Errors are answered the way Nest answers an `HttpException`: `{ statusCode, message, error }`. */
-export function errorReply(exception: HttpException): UpstreamReply {
+export function errorReply(exception: HttpException, close = false): UpstreamReply {
   const response = exception.getResponse();
   const payload =
     typeof response === 'string'
@@ -72,7 +106,7 @@ export function errorReply(exception: HttpException): UpstreamReply {
       : response;
   return {
     status: exception.getStatus(),
-    headers: { 'content-type': JSON_TYPE },
+    headers: { 'content-type': JSON_TYPE, ...(close ? { connection: 'close' } : {}) },
     body: Buffer.from(JSON.stringify(payload), 'utf8'),
   };
 }
@@ -97,6 +131,8 @@ interface EventInfo {
   event?: string;
   connectionId?: string;
   handler?: string;
+  /** Set for an MQTT client's connect, whose errors are answered in MQTT's terms. */
+  mqttVersion?: number;
 }
 
 /**
@@ -104,13 +140,20 @@ interface EventInfo {
  * for its event, calls the handler and encodes what it returned (or threw).
  */
 @Injectable()
-export class WebPubSubDispatcher {
+export class WebPubSubDispatcher implements BeforeApplicationShutdown {
   private readonly logger = new Logger('WebPubSubModule');
+  private readonly inFlight = new Set<Promise<UpstreamReply>>();
+  private readonly deduplicator?: ExpiringMap<Promise<UpstreamReply>>;
+  private draining = false;
 
   constructor(
     private readonly explorer: WebPubSubExplorer,
     @Inject(WEB_PUBSUB_CONFIG) private readonly config: WebPubSubConfig,
-  ) {}
+  ) {
+    if (config.deduplicationWindow > 0) {
+      this.deduplicator = new ExpiringMap(config.deduplicationWindow);
+    }
+  }
 
   /** The abuse-protection probe (OPTIONS): no signature, only the origin handshake. */
   validate(headers: IncomingHttpHeaders): UpstreamReply {
@@ -122,7 +165,44 @@ export class WebPubSubDispatcher {
   }
 
   /** An event POST whose signature the guard has already checked. */
-  async dispatch(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
+  dispatch(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
+    if (this.draining)
+      return Promise.resolve(
+        errorReply(new ServiceUnavailableException(Messages.shuttingDown), true),
+      );
+    const key = this.deduplicator && deduplicationKey(headers);
+    if (key) {
+      const earlier = this.deduplicator!.get(key);
+      if (earlier) {
+        this.logger.debug(
+          `Retried event ${key.replaceAll('\n', ' ')} answered from the first delivery`,
+        );
+        return earlier;
+      }
+    }
+    const reply = this.track(this.run(headers, body));
+    if (key) this.deduplicator!.set(key, reply);
+    return reply;
+  }
+
+  /** Lets the requests in flight finish before the app closes; new ones get 503 meanwhile. */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.draining = true;
+    if (this.inFlight.size === 0) return;
+    this.logger.log(`Waiting for ${this.inFlight.size} upstream request(s) to finish`);
+    await Promise.race([
+      Promise.allSettled(this.inFlight),
+      new Promise((resolve) => setTimeout(resolve, this.config.handlerTimeout).unref()),
+    ]);
+  }
+
+  private track(reply: Promise<UpstreamReply>): Promise<UpstreamReply> {
+    this.inFlight.add(reply);
+    void reply.finally(() => this.inFlight.delete(reply));
+    return reply;
+  }
+
+  private async run(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
     const started = performance.now();
     const info: EventInfo = {};
     let reply: UpstreamReply;
@@ -162,6 +242,14 @@ export class WebPubSubDispatcher {
     if (!hub) throw new NotFoundException(Messages.unknownHub(info.hub));
 
     const { data, dataType } = this.decode(type.kind, get('content-type'), body);
+    const physicalConnectionId = get(Headers.physicalConnectionId);
+    // MQTT shows in the subprotocol and physical connection id, or in a connect body's `mqtt`.
+    const mqttVersion =
+      type.kind === 'connect' ? (data as ConnectRequest).mqtt?.protocolVersion : undefined;
+    const isMqtt =
+      mqttVersion !== undefined ||
+      (!!physicalConnectionId && /mqtt/i.test(get(Headers.subprotocol) ?? ''));
+    if (mqttVersion !== undefined) info.mqttVersion = mqttVersion;
     const handler = this.handlerFor(hub, type.kind, type.userEvent);
     if (!handler) {
       if (type.kind === 'user') {
@@ -184,8 +272,11 @@ export class WebPubSubDispatcher {
       subprotocol: get(Headers.subprotocol),
       origin: get(Headers.requestOrigin),
       signature: get(Headers.signature),
-      physicalConnectionId: get(Headers.physicalConnectionId),
+      physicalConnectionId,
       sessionId: get(Headers.sessionId),
+      isMqtt,
+      mqttUserProperties:
+        isMqtt && type.kind === 'user' ? readMqttUserProperties(headers) : undefined,
       dataType,
       headers,
       states: this.decodeStates(get(Headers.connectionState), info),
@@ -195,7 +286,7 @@ export class WebPubSubDispatcher {
         ),
     });
 
-    const result = await handler.invoke(data, context);
+    const result = await this.withDeadline(handler, handler.invoke(data, context));
     const reply = this.encode(type.kind, result, data);
     if (BLOCKING_EVENTS.has(type.kind) && context.stateChanged) {
       reply.headers[Headers.connectionState] = encodeConnectionState(
@@ -262,8 +353,24 @@ export class WebPubSubDispatcher {
       }
     }
     return encoded
-      ? { status: 200, headers: { 'content-type': encoded.contentType }, body: encoded.body }
+      ? {
+          status: 200,
+          headers: { ...encoded.headers, 'content-type': encoded.contentType },
+          body: encoded.body,
+        }
       : { status: 204, headers: {} };
+  }
+
+  /** Cuts a handler off after `handlerTimeout`; it keeps running, but the service gets its answer. */
+  private withDeadline(handler: EventHandler, work: Promise<unknown>): Promise<unknown> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new HandlerTimeoutError(handler.name, this.config.handlerTimeout)),
+        this.config.handlerTimeout,
+      );
+    });
+    return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
   }
 
   /** A thrown `HttpException` answers with its status; anything else is logged and answered 500. */
@@ -271,12 +378,50 @@ export class WebPubSubDispatcher {
     const where = info.handler
       ? `${info.handler} (hub "${info.hub}", event "${info.event}", connection ${info.connectionId})`
       : `hub "${info.hub ?? '-'}", event "${info.event ?? '-'}"`;
-    if (err instanceof HttpException) {
+    let exception: HttpException;
+    if (err instanceof HandlerTimeoutError) {
+      this.logger.error(`${where}: ${err.message}`);
+      exception = new GatewayTimeoutException(Messages.handlerTimeout);
+    } else if (err instanceof HttpException) {
       if (err.getStatus() >= 500) this.logger.error(`${where} failed: ${err.message}`, err.stack);
-      return errorReply(err);
+      exception = err;
+    } else {
+      if (err instanceof Error) this.logger.error(`${where} failed: ${err.message}`, err.stack);
+      else this.logger.error(`${where} threw a non-Error value: ${describe(err)}`);
+      exception = new InternalServerErrorException(Messages.internal);
     }
-    if (err instanceof Error) this.logger.error(`${where} failed: ${err.message}`, err.stack);
-    else this.logger.error(`${where} threw a non-Error value: ${describe(err)}`);
-    return errorReply(new InternalServerErrorException(Messages.internal));
+    return info.mqttVersion === undefined
+      ? errorReply(exception)
+      : mqttConnectErrorReply(exception, info.mqttVersion);
   }
+}
+
+/** Raised when a handler has not answered within `handlerTimeout`. */
+class HandlerTimeoutError extends Error {
+  constructor(handler: string, ms: number) {
+    super(`${handler} did not answer within ${ms} ms; answered 504`);
+  }
+}
+
+/**
+ * An MQTT client's failed CONNECT: the service reads the reason code from a JSON body. An
+ * `MqttConnectException` names its code; other exceptions get the default code of their status.
+ */
+function mqttConnectErrorReply(exception: HttpException, protocolVersion: number): UpstreamReply {
+  const mqtt = exception instanceof MqttConnectException ? exception : undefined;
+  const code = mqtt?.code ?? statusToMqttCode(exception.getStatus(), protocolVersion);
+  const status = mqtt ? mqttCodeToStatus(code, protocolVersion) : exception.getStatus();
+  return {
+    status,
+    headers: { 'content-type': JSON_TYPE },
+    body: Buffer.from(mqttConnectErrorBody(code, exception.message, mqtt?.userProperties)),
+  };
+}
+
+/** Retries carry the same connection and `ce-id` (unique per connection only). */
+function deduplicationKey(headers: IncomingHttpHeaders): string | undefined {
+  const hub = header(headers, Headers.hub);
+  const connectionId = header(headers, Headers.connectionId);
+  const id = header(headers, Headers.id);
+  return hub && connectionId && id ? `${hub.toLowerCase()}\n${connectionId}\n${id}` : undefined;
 }

@@ -16,6 +16,8 @@ export const Messages = {
     `WebPubSubModule: "endpoint" must be an http(s) URL, got "${endpoint}".`,
   invalidMaxBodySize: (value: unknown) =>
     `WebPubSubModule: "maxBodySize" must be a positive number of bytes, got ${String(value)}.`,
+  invalidDuration: (name: string, value: unknown) =>
+    `WebPubSubModule: "${name}" must be a number of milliseconds, got ${String(value)}.`,
   invalidAllowedEndpoint: (value: string) =>
     `WebPubSubModule: "allowedEndpoints" entry "${value}" is not a host name or URL.`,
   signatureCheckOff:
@@ -39,6 +41,8 @@ export const Messages = {
   bodyTooLarge: (limit: number) => `Request body is larger than ${limit} bytes`,
   bodyAborted: 'Request body could not be read',
   internal: 'Internal server error',
+  handlerTimeout: 'The event handler did not answer in time',
+  shuttingDown: 'The application is shutting down',
   badSubprotocol: (value: string, offered: readonly string[]) =>
     `the connect handler chose subprotocol "${value}", which the client did not offer (${offered.join(', ') || 'none'})`,
 } as const;

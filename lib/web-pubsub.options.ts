@@ -48,6 +48,18 @@ export interface WebPubSubModuleOptions {
    * managed identity). With access keys as well, both checks must pass.
    */
   auth?: { entra?: EntraAuthOptions };
+  /**
+   * Milliseconds a handler may take before the service is answered 504 (the handler is not
+   * stopped). The service's own timeout is not documented; blocking events hold up a client's
+   * handshake or message meanwhile. Default 20000.
+   */
+  handlerTimeout?: number;
+  /**
+   * Answer a retried event (same hub, `ce-connectionId` and `ce-id`) with the first delivery's
+   * answer instead of running the handler again, for this many milliseconds. Default 0 (off).
+   * Per process: behind a load balancer, a retry may reach another instance.
+   */
+  deduplicationWindow?: number;
 }
 
 /** Options known synchronously, even with `forRootAsync()`. */
@@ -81,6 +93,8 @@ export interface WebPubSubConfig {
   allowedHosts: string[];
   validation: ValidationPipeOptions | false;
   maxBodySize: number;
+  handlerTimeout: number;
+  deduplicationWindow: number;
   createClient(hub: string): WebPubSubServiceClient;
 }
 
@@ -117,6 +131,14 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
     throw new WebPubSubConfigurationError(Messages.invalidMaxBodySize(options.maxBodySize));
   }
 
+  const handlerTimeout = options.handlerTimeout ?? 20_000;
+  const deduplicationWindow = options.deduplicationWindow ?? 0;
+  for (const [name, value] of Object.entries({ handlerTimeout, deduplicationWindow })) {
+    if (!Number.isFinite(value) || value < 0) {
+      throw new WebPubSubConfigurationError(Messages.invalidDuration(name, value));
+    }
+  }
+
   const clientOptions: WebPubSubServiceClientOptions = {
     // Local emulators speak plain http; the SDK refuses it unless told otherwise.
     ...(endpoint.startsWith('http://') ? { allowInsecureConnection: true } : {}),
@@ -131,6 +153,8 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
     allowedHosts,
     validation: options.validation === false ? false : { transform: true, ...options.validation },
     maxBodySize,
+    handlerTimeout,
+    deduplicationWindow,
     createClient: (hub) =>
       options.connectionString
         ? new WebPubSubServiceClient(options.connectionString, hub, clientOptions)

@@ -373,12 +373,51 @@ export function decodeUserEventBody(
 }
 
 // ---------------------------------------------------------------------------------------------
+// MQTT user properties
+
+export interface MqttUserProperty {
+  name: string;
+  value: string;
+}
+
+const MQTT_PREFIX = 'mqtt-';
+
+/** MQTT 5 user properties of a user event, from its `mqtt-<name>` headers (names lower-cased by HTTP). */
+export function readMqttUserProperties(
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+): MqttUserProperty[] {
+  const properties: MqttUserProperty[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (!name.startsWith(MQTT_PREFIX) || value === undefined) continue;
+    for (const item of [value].flat())
+      properties.push({ name: name.slice(MQTT_PREFIX.length), value: item });
+  }
+  return properties;
+}
+
+/** `mqtt-<name>` response headers for user properties of a reply. */
+export function mqttUserPropertyHeaders(
+  properties: readonly MqttUserProperty[],
+): Record<string, string[]> {
+  const headers: Record<string, string[]> = {};
+  for (const { name, value } of properties)
+    (headers[MQTT_PREFIX + name.toLowerCase()] ??= []).push(value);
+  return headers;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Replies
 
 /** A reply ready for the wire. */
 export interface EncodedReply {
   contentType: string;
   body: Buffer;
+  headers?: Record<string, string[]>;
+}
+
+export interface ReplyOptions {
+  /** MQTT clients: user properties of the reply PUBLISH (sent as `mqtt-<name>` headers). */
+  mqttUserProperties?: MqttUserProperty[];
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -394,22 +433,31 @@ export class WebPubSubReply {
   private constructor(
     readonly dataType: UserEventDataType,
     readonly data: unknown,
+    readonly options: ReplyOptions = {},
   ) {}
 
-  static text(data: string): WebPubSubReply {
-    return new WebPubSubReply('text', data);
+  static text(data: string, options?: ReplyOptions): WebPubSubReply {
+    return new WebPubSubReply('text', data, options);
   }
 
-  static json(data: unknown): WebPubSubReply {
-    return new WebPubSubReply('json', data);
+  static json(data: unknown, options?: ReplyOptions): WebPubSubReply {
+    return new WebPubSubReply('json', data, options);
   }
 
-  static binary(data: Uint8Array | ArrayBuffer): WebPubSubReply {
-    return new WebPubSubReply('binary', data);
+  static binary(data: Uint8Array | ArrayBuffer, options?: ReplyOptions): WebPubSubReply {
+    return new WebPubSubReply('binary', data, options);
   }
 
   /** @internal */
   encode(): EncodedReply {
+    const encoded = this.encodeData();
+    const properties = this.options.mqttUserProperties;
+    return properties?.length
+      ? { ...encoded, headers: mqttUserPropertyHeaders(properties) }
+      : encoded;
+  }
+
+  private encodeData(): EncodedReply {
     switch (this.dataType) {
       case 'text':
         return { contentType: TEXT, body: Buffer.from(String(this.data), 'utf8') };
