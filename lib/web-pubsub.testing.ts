@@ -23,7 +23,8 @@ import {
 } from './web-pubsub.protocol.js';
 
 /** A Nest application (initialized and listening on demand), or the URL of a running app. */
-export type TestTarget = string | { getHttpServer(): unknown; init?(): Promise<unknown> };
+export type TestTarget =
+  string | { getHttpServer(): unknown; listen?(port: number, host: string): Promise<unknown> };
 
 export interface EventHeadersOptions {
   hub: string;
@@ -289,16 +290,20 @@ export class WebPubSubTestClient {
   }
 }
 
-/** The URL of a running app, listening on a random loopback port first if it is not listening. */
+/** The URL of a running app; a Nest app that is not listening yet is started on a random loopback port. */
 async function resolveBaseUrl(target: TestTarget): Promise<string> {
   if (typeof target === 'string') return target.replace(/\/+$/, '');
-  await target.init?.(); // registers the routes; a no-op when already done
-  const server = target.getHttpServer() as Server;
+  let server = target.getHttpServer() as Server;
   if (!server.listening) {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
-    });
+    // Nest's own listen() also readies the adapter (Fastify answers nothing before that).
+    if (target.listen) await target.listen(0, '127.0.0.1');
+    else {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', () => resolve());
+      });
+    }
+    server = target.getHttpServer() as Server;
   }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
