@@ -21,9 +21,9 @@ export function getHubToken(hub: string): string {
 }
 
 /**
- * Hubs named in `@InjectHub()`/`@WebPubSubHub()`, collected as classes are defined so that
- * `forRoot()` can provide a client for each without a separate list. Classes are defined when
- * their files are imported, which is before the module that lists them calls `forRoot()`.
+ * Hubs named in `@InjectHub()`/`@WebPubSubHub()`, collected as classes are defined so that the
+ * module can provide a client for each without a separate list. The module reads it when Nest
+ * scans the app, once every file is loaded; hubs of lazily loaded modules go in `hubs`.
  */
 const declaredHubs = new Map<string, string>();
 

@@ -40,6 +40,8 @@ export const Messages = {
     `None of the request origins (${origins.join(', ')}) is an allowed Web PubSub endpoint`,
   bodyTooLarge: (limit: number) => `Request body is larger than ${limit} bytes`,
   bodyAborted: 'Request body could not be read',
+  bodyAlreadyParsed:
+    'The upstream request body was parsed before WebPubSubModule could read it (is a body parser registered for this path before the module?)',
   internal: 'Internal server error',
   handlerTimeout: 'The event handler did not answer in time',
   shuttingDown: 'The application is shutting down',

@@ -21,6 +21,7 @@ import {
   WebPubSubDispatcher,
   errorReply,
   writeReply,
+  type AnyResponse,
   type UpstreamReply,
 } from './web-pubsub.dispatcher.js';
 import { Messages } from './web-pubsub.errors.js';
@@ -32,11 +33,20 @@ const RAW_BODY = Symbol('web-pubsub:raw-body');
 /** Fastify: the content type an upstream request came with, while it wears ours. */
 const ORIGINAL_CONTENT_TYPE = Symbol('web-pubsub:content-type');
 const UPSTREAM_CONTENT_TYPE = 'application/x-nestjs-web-pubsub-upstream';
+/** Fastify: the body limit of the module instance that took the request. */
+const BODY_LIMIT = Symbol('web-pubsub:body-limit');
 
-type PathMatcher = (url: string) => boolean;
+/**
+ * On the upstream path, OPTIONS is the abuse-protection probe: answered (400 without
+ * `WebHook-Request-Origin`) before CORS, guards or body parsers see it.
+ */
+const isProbe = (req: { method?: string }) => req.method === 'OPTIONS';
+
+type PathMatcher = (url: string, headers: IncomingMessage['headers']) => boolean;
 
 /** The little of Fastify's API used here, so that Fastify need not be installed. */
 interface FastifyLike {
+  hasContentTypeParser(type: string): boolean;
   addContentTypeParser(type: string, parser: Function): void;
   addHook(name: string, hook: Function): void;
 }
@@ -44,7 +54,7 @@ interface FastifyRequestLike {
   method: string;
   url: string;
   headers: Record<string, string | string[] | undefined>;
-  raw: { [ORIGINAL_CONTENT_TYPE]?: string | string[] | null };
+  raw: { [ORIGINAL_CONTENT_TYPE]?: string | string[] | null; [BODY_LIMIT]?: number };
 }
 
 type RequestWithBody = IncomingMessage & {
@@ -110,35 +120,49 @@ export function readStream(req: IncomingMessage, limit: number): Promise<Buffer>
 }
 
 /**
- * The raw bytes of an upstream request. Normally read by the middleware below before any body
- * parser; if something else consumed the stream first, fall back to what it left behind.
+ * The raw bytes of an upstream request, read by the hooks below before any body parser. A
+ * request whose body another parser already consumed cannot be trusted byte for byte (JSON would
+ * come back re-serialized, text without its quotes): that is a set-up error, said loudly.
  */
 export async function getRawBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const request = req as RequestWithBody;
   if (request[RAW_BODY]) return request[RAW_BODY];
+  const body = request.body;
+  if (Buffer.isBuffer(body)) return body; // Fastify: our own parser's result
   if (!request.complete && request.readable) return readStream(request, limit);
   if (Buffer.isBuffer(request.rawBody)) return request.rawBody;
-  const body = request.body;
-  if (Buffer.isBuffer(body)) return body;
-  if (typeof body === 'string') return Buffer.from(body, 'utf8');
   if (body === undefined) return Buffer.alloc(0);
-  return Buffer.from(JSON.stringify(body), 'utf8');
+  throw new Error(Messages.bodyAlreadyParsed);
 }
 
+/** Requests that carry Web PubSub headers: the only ones looked for under an unknown prefix. */
+const isCloudEvent = (headers: IncomingMessage['headers']) =>
+  headers[Headers.requestOrigin] !== undefined ||
+  headers[Headers.type] !== undefined ||
+  headers[Headers.specVersion] !== undefined ||
+  headers[Headers.awpsVersion] !== undefined;
+
 /**
- * True when a request path is the upstream path or below it, under any prefix (a global prefix
- * is set after the module starts, so it cannot be known here). Segment boundaries are respected.
+ * Whether a request is for the upstream path or below it. A global prefix is set after the
+ * module starts, so it cannot be known here: the path matches at the start of the URL, or, for
+ * requests carrying CloudEvents headers, after any prefix (whole segments only). Other routes
+ * whose path merely contains the segment are left alone. `/` takes every path.
  */
 export function createPathMatcher(path: string): PathMatcher {
   const wanted = '/' + path.replace(/^\/+|\/+$/g, '').toLowerCase();
-  return (url) => {
-    const q = url.indexOf('?');
-    const pathname = (q === -1 ? url : url.slice(0, q)).toLowerCase();
-    let at = pathname.indexOf(wanted);
-    while (at !== -1) {
+  if (wanted === '/') return () => true;
+  return (url, headers) => {
+    // The routers ignore the query and a fragment, so the path ends at the first `?` or `#`.
+    const end = url.search(/[?#]/);
+    const pathname = (end === -1 ? url : url.slice(0, end)).toLowerCase();
+    const atBoundary = (at: number) => {
       const next = pathname.charCodeAt(at + wanted.length);
-      if (Number.isNaN(next) || next === 47 /* / */) return true;
-      at = pathname.indexOf(wanted, at + 1);
+      return Number.isNaN(next) || next === 47; /* / */
+    };
+    if (pathname.startsWith(wanted) && atBoundary(0)) return true;
+    if (!isCloudEvent(headers)) return false;
+    for (let at = pathname.indexOf(wanted, 1); at !== -1; at = pathname.indexOf(wanted, at + 1)) {
+      if (atBoundary(at)) return true;
     }
     return false;
   };
@@ -183,10 +207,8 @@ export class WebPubSubMiddleware implements OnModuleDestroy {
 
   private installOnExpress(adapter: { use(fn: unknown): unknown }, matches: PathMatcher): void {
     adapter.use((req: RequestWithBody, res: ServerResponse, next: () => void) => {
-      if (!matches(req.url ?? '')) return next();
-      if (req.method === 'OPTIONS' && req.headers[Headers.requestOrigin] !== undefined) {
-        return writeReply(res, this.dispatcher.validate(req.headers));
-      }
+      if (!matches(req.url ?? '', req.headers)) return next();
+      if (isProbe(req)) return writeReply(res, this.dispatcher.validate(req.headers));
       if (req.method !== 'POST') return next();
       readStream(req, this.config.maxBodySize).then(
         (body) => {
@@ -202,38 +224,46 @@ export class WebPubSubMiddleware implements OnModuleDestroy {
    * Fastify refuses content types it has no parser for (415 for `application/octet-stream`)
    * and parses JSON and text itself. Upstream POSTs are relabelled with a private content type
    * whose parser keeps the raw bytes, and get their own back before the handler runs: no parser
-   * of the app is added or changed, so its other routes behave as before.
+   * of the app is added or changed, so its other routes behave as before. The probe is answered
+   * here too, before CORS plugins and guards can take it.
    */
   private installOnFastify(fastify: FastifyLike, matches: PathMatcher): void {
-    // Read with the same limit and messages as on Express, not Fastify's own.
-    fastify.addContentTypeParser(
-      UPSTREAM_CONTENT_TYPE,
-      (
-        _req: unknown,
-        payload: IncomingMessage,
-        done: (err: Error | null, body?: Buffer) => void,
-      ) => {
-        readStream(payload, this.config.maxBodySize).then(
-          (body) => done(null, body),
-          (err: unknown) => done(bodyException(err)),
-        );
+    // One parser serves every module instance: Fastify refuses a second one for the same type.
+    if (!fastify.hasContentTypeParser(UPSTREAM_CONTENT_TYPE)) {
+      fastify.addContentTypeParser(
+        UPSTREAM_CONTENT_TYPE,
+        (
+          req: FastifyRequestLike,
+          payload: IncomingMessage,
+          done: (err: Error | null, body?: Buffer) => void,
+        ) => {
+          readStream(payload, req.raw[BODY_LIMIT] ?? this.config.maxBodySize).then(
+            (body) => done(null, body),
+            (err: unknown) => done(bodyException(err)),
+          );
+        },
+      );
+    }
+    fastify.addHook(
+      'onRequest',
+      (req: FastifyRequestLike, reply: AnyResponse, done: () => void) => {
+        if (!matches(req.url, req.headers)) return done();
+        if (isProbe(req)) return writeReply(reply, this.dispatcher.validate(req.headers));
+        // Another module instance may have relabelled it already: keep the first original.
+        if (req.method === 'POST' && req.raw[ORIGINAL_CONTENT_TYPE] === undefined) {
+          req.raw[ORIGINAL_CONTENT_TYPE] = req.headers['content-type'] ?? null;
+          req.raw[BODY_LIMIT] = this.config.maxBodySize;
+          req.headers['content-type'] = UPSTREAM_CONTENT_TYPE;
+        }
+        done();
       },
     );
-    fastify.addHook('onRequest', (req: FastifyRequestLike, _reply: unknown, done: () => void) => {
-      if (req.method === 'POST' && matches(req.url)) {
-        req.raw[ORIGINAL_CONTENT_TYPE] = req.headers['content-type'] ?? null;
-        req.headers['content-type'] = UPSTREAM_CONTENT_TYPE;
-      }
-      done();
-    });
     fastify.addHook(
       'preValidation',
       (req: FastifyRequestLike, _reply: unknown, done: () => void) => {
         const original = req.raw[ORIGINAL_CONTENT_TYPE];
-        if (original !== undefined) {
-          if (original === null) delete req.headers['content-type'];
-          else req.headers['content-type'] = original;
-        }
+        if (original === null) delete req.headers['content-type'];
+        else if (original !== undefined) req.headers['content-type'] = original;
         done();
       },
     );

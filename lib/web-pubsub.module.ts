@@ -1,6 +1,7 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import {
+  DEFAULT_PATH,
   WEB_PUBSUB_CONFIG,
   WEB_PUBSUB_CONTROLLER,
   WEB_PUBSUB_PATH,
@@ -46,32 +47,48 @@ function assemble(
   definition: DynamicModule,
   extras: Partial<WebPubSubModuleExtras>,
 ): DynamicModule {
-  const path = normalizePath(extras.path ?? '/eventhandler');
-  const hubTokens = new Map<string, string>();
-  for (const hub of [...(extras.hubs ?? []), ...getDeclaredHubs()]) {
-    if (!hubTokens.has(getHubToken(hub))) hubTokens.set(getHubToken(hub), hub);
+  const path = normalizePath(extras.path ?? DEFAULT_PATH);
+  const controller = createWebPubSubController(path, extras.controllerDecorators ?? []);
+  let hubClients: { providers: Provider[]; tokens: string[] } | undefined;
+  // Read when Nest scans the modules, after every file of the app is loaded: a hub class defined
+  // in a file loaded after the one calling forRoot() still gets its client.
+  const getHubClients = () => (hubClients ??= createHubClients(extras.hubs ?? []));
+  const providers: Provider[] = [
+    ...(definition.providers ?? []),
+    { provide: WEB_PUBSUB_CONFIG, useFactory: resolveConfig, inject: [MODULE_OPTIONS_TOKEN] },
+    { provide: WEB_PUBSUB_PATH, useValue: path },
+    { provide: WEB_PUBSUB_CONTROLLER, useValue: controller },
+    WebPubSubMiddleware,
+    WebPubSubExplorer,
+    WebPubSubDispatcher,
+    WebPubSubGuard,
+  ];
+  return Object.defineProperties(
+    {
+      ...definition,
+      imports: [...(definition.imports ?? []), DiscoveryModule],
+      controllers: [controller],
+    },
+    {
+      providers: { enumerable: true, get: () => [...providers, ...getHubClients().providers] },
+      exports: {
+        enumerable: true,
+        get: () => [...(definition.exports ?? []), ...getHubClients().tokens],
+      },
+    },
+  ) as DynamicModule;
+}
+
+/** A `WebPubSubServiceClient` provider for every hub listed or named in a decorator. */
+function createHubClients(listed: readonly string[]) {
+  const hubs = new Map<string, string>();
+  for (const hub of [...listed, ...getDeclaredHubs()]) {
+    if (!hubs.has(getHubToken(hub))) hubs.set(getHubToken(hub), hub);
   }
-  const hubClients: Provider[] = [...hubTokens].map(([token, hub]) => ({
+  const providers: Provider[] = [...hubs].map(([token, hub]) => ({
     provide: token,
     useFactory: (config: WebPubSubConfig) => config.createClient(hub),
     inject: [WEB_PUBSUB_CONFIG],
   }));
-  const controller = createWebPubSubController(path, extras.controllerDecorators ?? []);
-  return {
-    ...definition,
-    imports: [...(definition.imports ?? []), DiscoveryModule],
-    controllers: [controller],
-    providers: [
-      ...(definition.providers ?? []),
-      { provide: WEB_PUBSUB_CONFIG, useFactory: resolveConfig, inject: [MODULE_OPTIONS_TOKEN] },
-      { provide: WEB_PUBSUB_PATH, useValue: path },
-      { provide: WEB_PUBSUB_CONTROLLER, useValue: controller },
-      WebPubSubMiddleware,
-      WebPubSubExplorer,
-      WebPubSubDispatcher,
-      WebPubSubGuard,
-      ...hubClients,
-    ],
-    exports: [...(definition.exports ?? []), ...hubTokens.keys()],
-  };
+  return { providers, tokens: [...hubs.keys()] };
 }
