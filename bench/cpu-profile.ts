@@ -23,10 +23,12 @@ export interface RankedEntry {
   name: string;
   /** Percent of the busy samples (idle excluded). */
   percent: number;
-  ms: number;
+  /** CPU time per request served while profiling. */
+  microsPerRequest: number;
 }
 
 export interface ProfileSummary {
+  requests: number;
   busyMs: number;
   selfByFunction: RankedEntry[];
   totalByFunction: RankedEntry[];
@@ -65,24 +67,22 @@ function functionKey(node: ProfileNode): string {
   return where ? `${name} ${where}` : name;
 }
 
-function rank(times: Map<string, number>, busy: number, msPerSample: number, limit: number) {
-  return [...times]
-    .filter(([name]) => name !== IDLE)
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, limit)
-    .map(([name, samples]) => ({
-      name,
-      percent: (100 * samples) / busy,
-      ms: samples * msPerSample,
-    }));
-}
-
-export function summarizeCpuProfile(file: string, limit = 25): ProfileSummary {
+export function summarizeCpuProfile(file: string, requests: number, limit = 25): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const hits = new Map<number, number>();
   for (const id of profile.samples) hits.set(id, (hits.get(id) ?? 0) + 1);
   const msPerSample = (profile.endTime - profile.startTime) / 1000 / profile.samples.length;
+  const rank = (times: Map<string, number>, top = limit): RankedEntry[] =>
+    [...times]
+      .filter(([name]) => name !== IDLE)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, samples]) => ({
+        name,
+        percent: (100 * samples) / busy,
+        microsPerRequest: (1000 * samples * msPerSample) / requests,
+      }));
 
   const selfByFunction = new Map<string, number>();
   const selfByPackage = new Map<string, number>();
@@ -112,33 +112,70 @@ export function summarizeCpuProfile(file: string, limit = 25): ProfileSummary {
   // The root and the program frames say nothing about where the work is.
   for (const key of ['(root)', '(program)']) totalByFunction.delete(key);
   return {
+    requests,
     busyMs: busy * msPerSample,
-    selfByFunction: rank(selfByFunction, busy, msPerSample, limit),
-    totalByFunction: rank(totalByFunction, busy, msPerSample, limit),
-    selfByPackage: rank(selfByPackage, busy, msPerSample, limit),
+    selfByFunction: rank(selfByFunction),
+    totalByFunction: rank(totalByFunction),
+    // Every package, so that two profiles can be compared package by package.
+    selfByPackage: rank(selfByPackage, Infinity),
   };
 }
+
+const code = (name: string) => `\`${name.replaceAll('|', '\\|')}\``;
 
 export function profileMarkdown(title: string, summary: ProfileSummary): string {
   const table = (heading: string, entries: RankedEntry[]) =>
     [
       `### ${heading}`,
       '',
-      '| % of busy | ms | function |',
+      '| % of busy | µs/req | function |',
       '| ---: | ---: | --- |',
       ...entries.map(
         (entry) =>
-          `| ${entry.percent.toFixed(1)} | ${entry.ms.toFixed(0)} | \`${entry.name.replaceAll('|', '\\|')}\` |`,
+          `| ${entry.percent.toFixed(1)} | ${entry.microsPerRequest.toFixed(2)} | ${code(entry.name)} |`,
       ),
       '',
     ].join('\n');
+  const perRequest = (1000 * summary.busyMs) / summary.requests;
   return [
     `## ${title}`,
     '',
-    `Busy time ${summary.busyMs.toFixed(0)} ms (idle excluded).`,
+    `${summary.requests} requests, busy ${summary.busyMs.toFixed(0)} ms (idle excluded), ${perRequest.toFixed(1)} µs per request.`,
     '',
-    table('Self time by package', summary.selfByPackage),
+    table(
+      'Self time by package',
+      summary.selfByPackage.filter((entry) => entry.percent >= 0.1),
+    ),
     table('Self time by function', summary.selfByFunction),
     table('Total time (self + callees) by function', summary.totalByFunction),
+  ].join('\n');
+}
+
+/** Per package, what one server spends per request beyond another (e.g. the module vs bare Nest). */
+export function comparisonMarkdown(
+  title: string,
+  subject: ProfileSummary,
+  reference: ProfileSummary,
+): string {
+  const perPackage = (summary: ProfileSummary) =>
+    new Map(summary.selfByPackage.map((entry) => [entry.name, entry.microsPerRequest]));
+  const mine = perPackage(subject);
+  const theirs = perPackage(reference);
+  const rows = [...new Set([...mine.keys(), ...theirs.keys()])]
+    .map((name) => ({ name, mine: mine.get(name) ?? 0, theirs: theirs.get(name) ?? 0 }))
+    .filter((row) => Math.abs(row.mine - row.theirs) >= 0.1)
+    .sort((a, b) => b.mine - b.theirs - (a.mine - a.theirs));
+  const total = (summary: ProfileSummary) => (1000 * summary.busyMs) / summary.requests;
+  return [
+    `## ${title}`,
+    '',
+    '| package | µs/req | reference µs/req | difference |',
+    '| --- | ---: | ---: | ---: |',
+    ...rows.map(
+      (row) =>
+        `| ${code(row.name)} | ${row.mine.toFixed(2)} | ${row.theirs.toFixed(2)} | ${(row.mine - row.theirs).toFixed(2)} |`,
+    ),
+    `| **all** | ${total(subject).toFixed(2)} | ${total(reference).toFixed(2)} | ${(total(subject) - total(reference)).toFixed(2)} |`,
+    '',
   ].join('\n');
 }

@@ -12,7 +12,8 @@ export async function startNest(
   const app: INestApplication = await NestFactory.create(
     module,
     adapter === 'fastify' ? new FastifyAdapter() : new ExpressAdapter(),
-    { logger: ['error', 'warn'] },
+    // Errors only: a refused request on a text route would warn about its JSON error body.
+    { logger: ['error'] },
   );
   // Express hashes every sent body for an ETag; the module writes its replies without one, so
   // the bare route must not pay for it either.
