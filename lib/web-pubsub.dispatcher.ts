@@ -25,7 +25,7 @@ import { WebPubSubExplorer, type EventHandler, type HubHandlers } from './web-pu
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 import {
   BLOCKING_EVENTS,
-  Headers,
+  CeHeaders,
   InvalidBodyError,
   REQUIRED_EVENT_HEADERS,
   decodeConnectBody,
@@ -157,11 +157,11 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
 
   /** The abuse-protection probe (OPTIONS): no signature, only the origin handshake. */
   validate(headers: IncomingHttpHeaders): UpstreamReply {
-    const origins = parseRequestOrigins(headers[Headers.requestOrigin]);
+    const origins = parseRequestOrigins(headers[CeHeaders.requestOrigin]);
     if (origins.length === 0) return errorReply(new BadRequestException(Messages.missingOrigin));
     const allowed = resolveAllowedOrigin(origins, this.config.allowedHosts);
     if (!allowed) return errorReply(new BadRequestException(Messages.originNotAllowed(origins)));
-    return { status: 200, headers: { [Headers.allowedOrigin]: allowed } };
+    return { status: 200, headers: { [CeHeaders.allowedOrigin]: allowed } };
   }
 
   /** An event POST whose signature the guard has already checked. */
@@ -229,26 +229,26 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
     if (missing.length) throw new BadRequestException(Messages.missingHeaders(missing));
     const get = (name: string) => header(headers, name);
 
-    info.hub = get(Headers.hub)!;
-    info.event = get(Headers.eventName)!;
-    info.connectionId = get(Headers.connectionId)!;
+    info.hub = get(CeHeaders.hub)!;
+    info.event = get(CeHeaders.eventName)!;
+    info.connectionId = get(CeHeaders.connectionId)!;
 
-    const specVersion = get(Headers.specVersion)!;
+    const specVersion = get(CeHeaders.specVersion)!;
     if (specVersion !== '1.0') throw new BadRequestException(Messages.badSpecVersion(specVersion));
-    const type = parseEventType(get(Headers.type)!);
-    if (!type) throw new BadRequestException(Messages.unknownType(get(Headers.type)!));
+    const type = parseEventType(get(CeHeaders.type)!);
+    if (!type) throw new BadRequestException(Messages.unknownType(get(CeHeaders.type)!));
 
     const hub = this.explorer.getHub(info.hub);
     if (!hub) throw new NotFoundException(Messages.unknownHub(info.hub));
 
     const { data, dataType } = this.decode(type.kind, get('content-type'), body);
-    const physicalConnectionId = get(Headers.physicalConnectionId);
+    const physicalConnectionId = get(CeHeaders.physicalConnectionId);
     // MQTT shows in the subprotocol and physical connection id, or in a connect body's `mqtt`.
     const mqttVersion =
       type.kind === 'connect' ? (data as ConnectRequest).mqtt?.protocolVersion : undefined;
     const isMqtt =
       mqttVersion !== undefined ||
-      (!!physicalConnectionId && /mqtt/i.test(get(Headers.subprotocol) ?? ''));
+      (!!physicalConnectionId && /mqtt/i.test(get(CeHeaders.subprotocol) ?? ''));
     if (mqttVersion !== undefined) info.mqttVersion = mqttVersion;
     const handler = this.handlerFor(hub, type.kind, type.userEvent);
     if (!handler) {
@@ -266,20 +266,20 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
       connectionId: info.connectionId,
       eventName: info.event,
       kind: type.kind,
-      id: get(Headers.id)!,
-      time: get(Headers.time),
-      userId: get(Headers.userId),
-      subprotocol: get(Headers.subprotocol),
-      origin: get(Headers.requestOrigin),
-      signature: get(Headers.signature),
+      id: get(CeHeaders.id)!,
+      time: get(CeHeaders.time),
+      userId: get(CeHeaders.userId),
+      subprotocol: get(CeHeaders.subprotocol),
+      origin: get(CeHeaders.requestOrigin),
+      signature: get(CeHeaders.signature),
       physicalConnectionId,
-      sessionId: get(Headers.sessionId),
+      sessionId: get(CeHeaders.sessionId),
       isMqtt,
       mqttUserProperties:
         isMqtt && type.kind === 'user' ? readMqttUserProperties(headers) : undefined,
       dataType,
       headers,
-      states: this.decodeStates(get(Headers.connectionState), info),
+      states: this.decodeStates(get(CeHeaders.connectionState), info),
       onIgnoredStateChange: (ctx) =>
         this.logger.warn(
           `${handler.name}: connection state cannot be changed from a "${ctx.eventName}" event (only connect and user events can); the change is ignored`,
@@ -289,7 +289,7 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
     const result = await this.withDeadline(handler, handler.invoke(data, context));
     const reply = this.encode(type.kind, result, data);
     if (BLOCKING_EVENTS.has(type.kind) && context.stateChanged) {
-      reply.headers[Headers.connectionState] = encodeConnectionState(
+      reply.headers[CeHeaders.connectionState] = encodeConnectionState(
         context.states as ConnectionStates,
       );
     }
@@ -420,8 +420,8 @@ function mqttConnectErrorReply(exception: HttpException, protocolVersion: number
 
 /** Retries carry the same connection and `ce-id` (unique per connection only). */
 function deduplicationKey(headers: IncomingHttpHeaders): string | undefined {
-  const hub = header(headers, Headers.hub);
-  const connectionId = header(headers, Headers.connectionId);
-  const id = header(headers, Headers.id);
+  const hub = header(headers, CeHeaders.hub);
+  const connectionId = header(headers, CeHeaders.connectionId);
+  const id = header(headers, CeHeaders.id);
   return hub && connectionId && id ? `${hub.toLowerCase()}\n${connectionId}\n${id}` : undefined;
 }

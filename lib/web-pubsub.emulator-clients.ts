@@ -24,7 +24,7 @@ import {
   type UpstreamEvent,
   type UpstreamResponse,
 } from './web-pubsub.emulator-upstream.js';
-import { Headers, mediaType, type UserEventDataType } from './web-pubsub.protocol.js';
+import { CeHeaders, mediaType, type UserEventDataType } from './web-pubsub.protocol.js';
 
 export const JSON_SUBPROTOCOL = 'json.webpubsub.azure.v1';
 export const RELIABLE_SUBPROTOCOL = 'json.reliable.webpubsub.azure.v1';
@@ -224,8 +224,8 @@ export class ClientEndpoint {
         }
         subprotocol = overrides.subprotocol;
       }
-      if (response.headers.has(Headers.connectionState)) {
-        connectionState = response.headers.get(Headers.connectionState) || undefined;
+      if (response.headers.has(CeHeaders.connectionState)) {
+        connectionState = response.headers.get(CeHeaders.connectionState) || undefined;
       }
     }
     if (socket.destroyed) return;
@@ -714,8 +714,8 @@ export class ClientConnection implements EmulatedConnection {
           reason: `The event handler answered ${response.status} to "${eventName}"`,
         };
       }
-      if (response.headers.has(Headers.connectionState)) {
-        this.connectionState = response.headers.get(Headers.connectionState) || undefined;
+      if (response.headers.has(CeHeaders.connectionState)) {
+        this.connectionState = response.headers.get(CeHeaders.connectionState) || undefined;
       }
       return { ok: true, reply: this.replyMessage(response) };
     });

@@ -4,7 +4,7 @@
  * delivery to a URL, then a signed CloudEvents POST in binary content mode.
  */
 import type { EmulatorLog } from './web-pubsub.emulator.js';
-import { eventType, Headers, signatureHeader } from './web-pubsub.protocol.js';
+import { eventType, CeHeaders, signatureHeader } from './web-pubsub.protocol.js';
 
 export type SystemEventName = 'connect' | 'connected' | 'disconnected';
 
@@ -175,7 +175,7 @@ export class UpstreamDispatcher {
       });
       await response.arrayBuffer();
       // Several header lines arrive joined with ", ".
-      const allowed = (response.headers.get(Headers.allowedOrigin) ?? '')
+      const allowed = (response.headers.get(CeHeaders.allowedOrigin) ?? '')
         .split(/[\s,]+/)
         .map((value) => value.toLowerCase())
         .filter(Boolean);

@@ -12,7 +12,7 @@ import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
 import { EntraAuthError } from './web-pubsub.entra.js';
 import { Messages } from './web-pubsub.errors.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
-import { Headers } from './web-pubsub.protocol.js';
+import { CeHeaders } from './web-pubsub.protocol.js';
 
 /**
  * Authenticates every event POST before anything else reads it (401 otherwise):
@@ -34,11 +34,11 @@ export class WebPubSubGuard implements CanActivate {
   }
 
   protected checkSignature(request: IncomingMessage): void {
-    const connectionId = request.headers[Headers.connectionId];
+    const connectionId = request.headers[CeHeaders.connectionId];
     if (typeof connectionId !== 'string' || !connectionId) {
-      throw new BadRequestException(Messages.missingHeaders([Headers.connectionId]));
+      throw new BadRequestException(Messages.missingHeaders([CeHeaders.connectionId]));
     }
-    const signature = request.headers[Headers.signature];
+    const signature = request.headers[CeHeaders.signature];
     if (
       !this.config.verifySignature(
         connectionId,

@@ -25,7 +25,7 @@ import {
   type UpstreamReply,
 } from './web-pubsub.dispatcher.js';
 import { Messages } from './web-pubsub.errors.js';
-import { Headers } from './web-pubsub.protocol.js';
+import { CeHeaders } from './web-pubsub.protocol.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 
 /** Where the raw body of an upstream request is kept on the request object. */
@@ -137,10 +137,10 @@ export async function getRawBody(req: IncomingMessage, limit: number): Promise<B
 
 /** Requests that carry Web PubSub headers: the only ones looked for under an unknown prefix. */
 const isCloudEvent = (headers: IncomingMessage['headers']) =>
-  headers[Headers.requestOrigin] !== undefined ||
-  headers[Headers.type] !== undefined ||
-  headers[Headers.specVersion] !== undefined ||
-  headers[Headers.awpsVersion] !== undefined;
+  headers[CeHeaders.requestOrigin] !== undefined ||
+  headers[CeHeaders.type] !== undefined ||
+  headers[CeHeaders.specVersion] !== undefined ||
+  headers[CeHeaders.awpsVersion] !== undefined;
 
 /**
  * Whether a request is for the upstream path or below it. A global prefix is set after the

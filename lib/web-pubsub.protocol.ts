@@ -6,7 +6,7 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /** Lower-case header names, as Node hands them to us. */
-export const Headers = {
+export const CeHeaders = {
   specVersion: 'ce-specversion',
   awpsVersion: 'ce-awpsversion',
   type: 'ce-type',
@@ -28,13 +28,13 @@ export const Headers = {
 
 /** The headers every event POST must carry (CloudEvents' required attributes plus the routing ones). */
 export const REQUIRED_EVENT_HEADERS = [
-  Headers.specVersion,
-  Headers.type,
-  Headers.source,
-  Headers.id,
-  Headers.hub,
-  Headers.connectionId,
-  Headers.eventName,
+  CeHeaders.specVersion,
+  CeHeaders.type,
+  CeHeaders.source,
+  CeHeaders.id,
+  CeHeaders.hub,
+  CeHeaders.connectionId,
+  CeHeaders.eventName,
 ] as const;
 
 export const MAX_BODY_SIZE = 1024 * 1024;

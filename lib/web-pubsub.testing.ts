@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import {
-  Headers,
+  CeHeaders,
   decodeConnectionState,
   decodeUserEventBody,
   eventType,
@@ -51,25 +51,25 @@ const EVENT_NAMES: Partial<Record<WebPubSubEventKind, string>> = {
 export function createEventHeaders(options: EventHeadersOptions): Record<string, string> {
   const { hub, connectionId, kind } = options;
   const headers: Record<string, string> = {
-    [Headers.specVersion]: '1.0',
-    [Headers.awpsVersion]: '1.0',
-    [Headers.type]: eventType(kind, options.event),
-    [Headers.source]: `/hubs/${hub}/client/${connectionId}`,
-    [Headers.id]: String(options.eventId ?? 0),
-    [Headers.time]: new Date().toISOString(),
-    [Headers.hub]: hub,
-    [Headers.connectionId]: connectionId,
-    [Headers.eventName]:
+    [CeHeaders.specVersion]: '1.0',
+    [CeHeaders.awpsVersion]: '1.0',
+    [CeHeaders.type]: eventType(kind, options.event),
+    [CeHeaders.source]: `/hubs/${hub}/client/${connectionId}`,
+    [CeHeaders.id]: String(options.eventId ?? 0),
+    [CeHeaders.time]: new Date().toISOString(),
+    [CeHeaders.hub]: hub,
+    [CeHeaders.connectionId]: connectionId,
+    [CeHeaders.eventName]:
       kind === 'user' ? (options.event ?? 'message') : (EVENT_NAMES[kind] ?? kind),
-    [Headers.requestOrigin]: options.origin ?? 'localhost',
+    [CeHeaders.requestOrigin]: options.origin ?? 'localhost',
     'content-type': options.contentType ?? 'application/json; charset=utf-8',
   };
   if (options.accessKeys.length) {
-    headers[Headers.signature] = signatureHeader(options.accessKeys, connectionId);
+    headers[CeHeaders.signature] = signatureHeader(options.accessKeys, connectionId);
   }
-  if (options.userId !== undefined) headers[Headers.userId] = options.userId;
-  if (options.subprotocol) headers[Headers.subprotocol] = options.subprotocol;
-  if (options.connectionState) headers[Headers.connectionState] = options.connectionState;
+  if (options.userId !== undefined) headers[CeHeaders.userId] = options.userId;
+  if (options.subprotocol) headers[CeHeaders.subprotocol] = options.subprotocol;
+  if (options.connectionState) headers[CeHeaders.connectionState] = options.connectionState;
   return headers;
 }
 
@@ -219,7 +219,7 @@ export class WebPubSubTestClient {
   async validate(origin = this.origin ?? 'localhost'): Promise<TestEventResult> {
     const response = await fetch(await this.url(), {
       method: 'OPTIONS',
-      headers: { [Headers.requestOrigin]: origin, [Headers.awpsVersion]: '1.0' },
+      headers: { [CeHeaders.requestOrigin]: origin, [CeHeaders.awpsVersion]: '1.0' },
     });
     return this.read(response, false);
   }
@@ -276,7 +276,7 @@ export class WebPubSubTestClient {
       const message = (result.data as { message?: unknown } | undefined)?.message;
       result.error = Array.isArray(message) ? message.join('; ') : String(message ?? body);
     }
-    const state = headers[Headers.connectionState];
+    const state = headers[CeHeaders.connectionState];
     if (takesState && response.ok && state !== undefined) {
       this.connectionState = state || undefined;
       result.newStates = state ? decodeConnectionState(state) : {};
