@@ -5,7 +5,7 @@ import {
   GatewayTimeoutException,
   HttpException,
   ServiceUnavailableException,
-  type BeforeApplicationShutdown,
+  type OnModuleDestroy,
   Inject,
   Injectable,
   InternalServerErrorException,
@@ -17,6 +17,7 @@ import { WebPubSubContext } from './web-pubsub.context.js';
 import { Messages } from './web-pubsub.errors.js';
 import {
   MqttConnectException,
+  mqttCodeForVersion,
   mqttCodeToStatus,
   mqttConnectErrorBody,
   statusToMqttCode,
@@ -47,7 +48,11 @@ import {
   type WebPubSubEventKind,
 } from './web-pubsub.protocol.js';
 
-/** Entries that are forgotten `windowMs` after they were set (all share one window, so the oldest go first). */
+/**
+ * Entries forgotten `windowMs` after they were set. All share one window, so the oldest sit
+ * first and pruning stops at the first live one; every access prunes, so memory follows the
+ * event rate over one window.
+ */
 class ExpiringMap<T> {
   private readonly entries = new Map<string, { value: T; expiresAt: number }>();
   constructor(private readonly windowMs: number) {}
@@ -60,6 +65,11 @@ class ExpiringMap<T> {
   set(key: string, value: T): void {
     this.prune();
     this.entries.set(key, { value, expiresAt: Date.now() + this.windowMs });
+  }
+
+  /** Removes the entry if it still holds this value. */
+  delete(key: string, value: T): void {
+    if (this.entries.get(key)?.value === value) this.entries.delete(key);
   }
 
   private prune(): void {
@@ -125,6 +135,28 @@ function describe(value: unknown): string {
   }
 }
 
+/** One event on its way: settled once, by the handler's answer or by its deadline. */
+interface InFlight {
+  info: EventInfo;
+  /** `performance.now()` at the start when debug logging is on, else 0. */
+  started: number;
+  expiresAt: number;
+  reply: Promise<UpstreamReply>;
+  settle(reply: UpstreamReply): void;
+  done: boolean;
+}
+
+/** A decoded event and the handler it goes to. */
+interface HandlerCall {
+  handler: EventHandler;
+  kind: WebPubSubEventKind;
+  data: unknown;
+  context: WebPubSubContext;
+}
+
+/** Deadlines are checked a tenth of the timeout apart (10 ms to 1 s): precise enough, one timer. */
+const sweepPeriod = (timeout: number) => Math.min(1000, Math.max(10, timeout / 10));
+
 /** What the request was about, for the log line and the error messages. */
 interface EventInfo {
   hub?: string;
@@ -140,9 +172,10 @@ interface EventInfo {
  * for its event, calls the handler and encodes what it returned (or threw).
  */
 @Injectable()
-export class WebPubSubDispatcher implements BeforeApplicationShutdown {
+export class WebPubSubDispatcher implements OnModuleDestroy {
   private readonly logger = new Logger('WebPubSubModule');
-  private readonly inFlight = new Set<Promise<UpstreamReply>>();
+  private readonly inFlight = new Set<InFlight>();
+  private sweeper?: NodeJS.Timeout;
   private readonly deduplicator?: ExpiringMap<Promise<UpstreamReply>>;
   private draining = false;
 
@@ -180,53 +213,119 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
         return earlier;
       }
     }
-    const reply = this.track(this.run(headers, body));
-    if (key) this.deduplicator!.set(key, reply);
-    return reply;
-  }
-
-  /** Lets the requests in flight finish before the app closes; new ones get 503 meanwhile. */
-  async beforeApplicationShutdown(): Promise<void> {
-    this.draining = true;
-    if (this.inFlight.size === 0) return;
-    this.logger.log(`Waiting for ${this.inFlight.size} upstream request(s) to finish`);
-    await Promise.race([
-      Promise.allSettled(this.inFlight),
-      new Promise((resolve) => setTimeout(resolve, this.config.handlerTimeout).unref()),
-    ]);
-  }
-
-  private track(reply: Promise<UpstreamReply>): Promise<UpstreamReply> {
-    this.inFlight.add(reply);
-    void reply.finally(() => this.inFlight.delete(reply));
-    return reply;
-  }
-
-  private async run(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
-    const started = performance.now();
-    const info: EventInfo = {};
-    let reply: UpstreamReply;
-    try {
-      reply = await this.process(headers, body, info);
-    } catch (err) {
-      reply = this.failure(err, info);
+    const reply = this.start(headers, body);
+    if (key) {
+      this.deduplicator!.set(key, reply);
+      // A failure is what a retry is for: let the next delivery run the handler again.
+      void reply.then((answer) => answer.status >= 500 && this.deduplicator!.delete(key, reply));
     }
-    if (Logger.isLevelEnabled('debug')) {
-      const ms = (performance.now() - started).toFixed(1);
+    return reply;
+  }
+
+  /**
+   * Lets the requests in flight finish before the app closes; new ones get 503 meanwhile. This is
+   * the earliest shutdown hook, before other modules close the clients handlers may be using.
+   * Each request ends by its deadline at the latest.
+   */
+  async onModuleDestroy(): Promise<void> {
+    this.draining = true;
+    if (this.inFlight.size > 0) {
+      this.logger.log(`Waiting for ${this.inFlight.size} upstream request(s) to finish`);
+      await Promise.allSettled([...this.inFlight].map((entry) => entry.reply));
+    }
+    clearInterval(this.sweeper);
+  }
+
+  /** Runs one event; the reply settles when the handler answers or its deadline passes. */
+  private start(headers: IncomingHttpHeaders, body: Buffer): Promise<UpstreamReply> {
+    const timeout = this.config.handlerTimeout;
+    let settle!: (reply: UpstreamReply) => void;
+    const entry: InFlight = {
+      info: {},
+      started: Logger.isLevelEnabled('debug') ? performance.now() : 0,
+      expiresAt: timeout > 0 ? Date.now() + timeout : Infinity,
+      reply: new Promise<UpstreamReply>((resolve) => (settle = resolve)),
+      settle: (reply) => settle(reply),
+      done: false,
+    };
+    this.inFlight.add(entry);
+    if (timeout > 0) this.sweeper ??= setInterval(() => this.sweep(), sweepPeriod(timeout)).unref();
+    const reply = this.run(headers, body, entry.info);
+    if (reply instanceof Promise) void reply.then((answer) => this.finish(entry, answer));
+    else this.finish(entry, reply);
+    return entry.reply;
+  }
+
+  private finish(entry: InFlight, reply: UpstreamReply): void {
+    if (entry.done) return; // answered at its deadline already
+    entry.done = true;
+    this.inFlight.delete(entry);
+    if (entry.started) {
+      const { hub = '-', event = '-', connectionId = '-' } = entry.info;
+      const ms = (performance.now() - entry.started).toFixed(1);
       this.logger.debug(
-        `hub=${info.hub ?? '-'} event=${info.event ?? '-'} connection=${info.connectionId ?? '-'} status=${reply.status} ${ms}ms`,
+        `hub=${hub} event=${event} connection=${connectionId} status=${reply.status} ${ms}ms`,
       );
     }
-    return reply;
+    entry.settle(reply);
   }
 
-  private async process(
+  /**
+   * One timer for all requests instead of one per request: answers 504 for those past their
+   * deadline (handlers cannot be stopped; what they return later is dropped).
+   */
+  private sweep(): void {
+    const now = Date.now();
+    for (const entry of this.inFlight) {
+      if (entry.expiresAt > now) continue;
+      const error = new HandlerTimeoutError(
+        entry.info.handler ?? 'The handler',
+        this.config.handlerTimeout,
+      );
+      this.finish(entry, this.failure(error, entry.info));
+    }
+    if (this.inFlight.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  /** Checks and decodes synchronously; only the handler's own work is awaited. */
+  private run(
     headers: IncomingHttpHeaders,
     body: Buffer,
     info: EventInfo,
-  ): Promise<UpstreamReply> {
-    const missing = REQUIRED_EVENT_HEADERS.filter((name) => !headers[name]);
-    if (missing.length) throw new BadRequestException(Messages.missingHeaders(missing));
+  ): UpstreamReply | Promise<UpstreamReply> {
+    let call: HandlerCall | UpstreamReply;
+    try {
+      call = this.prepare(headers, body, info);
+    } catch (err) {
+      return this.failure(err, info);
+    }
+    if (!('context' in call)) return call;
+    return call.handler.invoke(call.data, call.context).then(
+      (result) => {
+        try {
+          return this.complete(call, result);
+        } catch (err) {
+          return this.failure(err, info);
+        }
+      },
+      (err: unknown) => this.failure(err, info),
+    );
+  }
+
+  private prepare(
+    headers: IncomingHttpHeaders,
+    body: Buffer,
+    info: EventInfo,
+  ): HandlerCall | UpstreamReply {
+    for (const name of REQUIRED_EVENT_HEADERS) {
+      if (!headers[name]) {
+        const missing = REQUIRED_EVENT_HEADERS.filter((required) => !headers[required]);
+        throw new BadRequestException(Messages.missingHeaders(missing));
+      }
+    }
     const get = (name: string) => header(headers, name);
 
     info.hub = get(CeHeaders.hub)!;
@@ -241,6 +340,12 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
     const hub = this.explorer.getHub(info.hub);
     if (!hub) throw new NotFoundException(Messages.unknownHub(info.hub));
 
+    const handler = this.handlerFor(hub, type.kind, type.userEvent);
+    if (!handler) {
+      // Clients choose event names: no warning per event, which would let them flood the log.
+      this.logger.debug(`No handler for ${info.event} in hub "${hub.hub}"; answered 204`);
+      return { status: 204, headers: {} };
+    }
     const { data, dataType } = this.decode(type.kind, get('content-type'), body);
     const physicalConnectionId = get(CeHeaders.physicalConnectionId);
     // MQTT shows in the subprotocol and physical connection id, or in a connect body's `mqtt`.
@@ -250,15 +355,6 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
       mqttVersion !== undefined ||
       (!!physicalConnectionId && /mqtt/i.test(get(CeHeaders.subprotocol) ?? ''));
     if (mqttVersion !== undefined) info.mqttVersion = mqttVersion;
-    const handler = this.handlerFor(hub, type.kind, type.userEvent);
-    if (!handler) {
-      if (type.kind === 'user') {
-        this.logger.warn(
-          `No handler for user event "${type.userEvent}" of hub "${hub.hub}"; answered 204`,
-        );
-      }
-      return { status: 204, headers: {} };
-    }
     info.handler = handler.name;
 
     const context = new WebPubSubContext({
@@ -280,21 +376,25 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
       dataType,
       headers,
       states: this.decodeStates(get(CeHeaders.connectionState), info),
-      onIgnoredStateChange: (ctx) =>
-        this.logger.warn(
-          `${handler.name}: connection state cannot be changed from a "${ctx.eventName}" event (only connect and user events can); the change is ignored`,
-        ),
+      onIgnoredStateChange: this.warnIgnoredState,
     });
+    return { handler, kind: type.kind, data, context };
+  }
 
-    const result = await this.withDeadline(handler, handler.invoke(data, context));
-    const reply = this.encode(type.kind, result, data);
-    if (BLOCKING_EVENTS.has(type.kind) && context.stateChanged) {
+  private complete(call: HandlerCall, result: unknown): UpstreamReply {
+    const reply = this.encode(call.kind, result, call.data);
+    if (BLOCKING_EVENTS.has(call.kind) && call.context.stateChanged) {
       reply.headers[CeHeaders.connectionState] = encodeConnectionState(
-        context.states as ConnectionStates,
+        call.context.states as ConnectionStates,
       );
     }
     return reply;
   }
+
+  private readonly warnIgnoredState = (context: WebPubSubContext) =>
+    this.logger.warn(
+      `Connection state cannot be changed from a "${context.eventName}" event of hub "${context.hub}" (only connect and user events can); the change is ignored`,
+    );
 
   private handlerFor(
     hub: HubHandlers,
@@ -361,18 +461,6 @@ export class WebPubSubDispatcher implements BeforeApplicationShutdown {
       : { status: 204, headers: {} };
   }
 
-  /** Cuts a handler off after `handlerTimeout`; it keeps running, but the service gets its answer. */
-  private withDeadline(handler: EventHandler, work: Promise<unknown>): Promise<unknown> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new HandlerTimeoutError(handler.name, this.config.handlerTimeout)),
-        this.config.handlerTimeout,
-      );
-    });
-    return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-  }
-
   /** A thrown `HttpException` answers with its status; anything else is logged and answered 500. */
   private failure(err: unknown, info: EventInfo): UpstreamReply {
     const where = info.handler
@@ -409,7 +497,9 @@ class HandlerTimeoutError extends Error {
  */
 function mqttConnectErrorReply(exception: HttpException, protocolVersion: number): UpstreamReply {
   const mqtt = exception instanceof MqttConnectException ? exception : undefined;
-  const code = mqtt?.code ?? statusToMqttCode(exception.getStatus(), protocolVersion);
+  const code = mqtt
+    ? mqttCodeForVersion(mqtt.code, protocolVersion)
+    : statusToMqttCode(exception.getStatus(), protocolVersion);
   const status = mqtt ? mqttCodeToStatus(code, protocolVersion) : exception.getStatus();
   return {
     status,
@@ -419,9 +509,16 @@ function mqttConnectErrorReply(exception: HttpException, protocolVersion: number
 }
 
 /** Retries carry the same connection and `ce-id` (unique per connection only). */
+/**
+ * Retries carry the same connection and `ce-id` (unique per connection only). An MQTT client id
+ * outlives its network connections, whose ids restart: the physical connection tells them apart.
+ */
 function deduplicationKey(headers: IncomingHttpHeaders): string | undefined {
   const hub = header(headers, CeHeaders.hub);
   const connectionId = header(headers, CeHeaders.connectionId);
   const id = header(headers, CeHeaders.id);
-  return hub && connectionId && id ? `${hub.toLowerCase()}\n${connectionId}\n${id}` : undefined;
+  const physical = header(headers, CeHeaders.physicalConnectionId) ?? '';
+  return hub && connectionId && id
+    ? `${hub.toLowerCase()}\n${connectionId}\n${physical}\n${id}`
+    : undefined;
 }

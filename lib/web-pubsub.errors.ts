@@ -17,7 +17,7 @@ export const Messages = {
   invalidMaxBodySize: (value: unknown) =>
     `WebPubSubModule: "maxBodySize" must be a positive number of bytes, got ${String(value)}.`,
   invalidDuration: (name: string, value: unknown) =>
-    `WebPubSubModule: "${name}" must be a number of milliseconds, got ${String(value)}.`,
+    `WebPubSubModule: "${name}" must be a number of milliseconds from 0 to 2147483647, got ${String(value)}.`,
   invalidAllowedEndpoint: (value: string) =>
     `WebPubSubModule: "allowedEndpoints" entry "${value}" is not a host name or URL.`,
   signatureCheckOff:

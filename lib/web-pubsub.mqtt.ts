@@ -95,12 +95,39 @@ export class MqttConnectException extends HttpException {
     readonly reason?: string,
     readonly userProperties?: MqttUserProperty[],
   ) {
-    // Codes from 0x80 are MQTT 5's; the module answers with the client's actual version.
+    // Codes from 0x80 are MQTT 5's. The answer translates the code to the client's version.
     super(
       reason ?? `MQTT connect refused with code ${code}`,
       mqttCodeToStatus(code, code >= 0x80 ? 5 : 4),
     );
   }
+}
+
+/** The nearest MQTT 3.1.1 return code for an MQTT 5 reason code (3.1.1 has only five). */
+const V5_TO_V311: Record<number, number> = {
+  0x84: Mqtt311Codes.UnacceptableProtocolVersion,
+  0x85: Mqtt311Codes.IdentifierRejected,
+  0x86: Mqtt311Codes.BadUsernameOrPassword,
+  0x8c: Mqtt311Codes.BadUsernameOrPassword,
+  0x87: Mqtt311Codes.NotAuthorized,
+  0x8a: Mqtt311Codes.NotAuthorized,
+};
+const V311_TO_V5: Record<number, number> = {
+  1: Mqtt5Codes.UnsupportedProtocolVersion,
+  2: Mqtt5Codes.ClientIdentifierNotValid,
+  3: Mqtt5Codes.ServerUnavailable,
+  4: Mqtt5Codes.BadUsernameOrPassword,
+  5: Mqtt5Codes.NotAuthorized,
+};
+
+/**
+ * A reason code in the client's own MQTT version: a code of the other version would be read as
+ * "unspecified error" (or refused) by the client.
+ */
+export function mqttCodeForVersion(code: number, protocolVersion: number): number {
+  const isV5Code = code >= 0x80;
+  if (protocolVersion === 5) return isV5Code ? code : (V311_TO_V5[code] ?? Mqtt5Codes.UnspecifiedError);
+  return isV5Code ? (V5_TO_V311[code] ?? Mqtt311Codes.ServerUnavailable) : code;
 }
 
 /** The body the service reads from a failed MQTT connect. */

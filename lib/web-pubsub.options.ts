@@ -51,7 +51,7 @@ export interface WebPubSubModuleOptions {
   /**
    * Milliseconds a handler may take before the service is answered 504 (the handler is not
    * stopped). The service's own timeout is not documented; blocking events hold up a client's
-   * handshake or message meanwhile. Default 20000.
+   * handshake or message meanwhile. Default 20000; 0 turns the deadline off.
    */
   handlerTimeout?: number;
   /**
@@ -98,6 +98,8 @@ export interface WebPubSubConfig {
   createClient(hub: string): WebPubSubServiceClient;
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig {
   const { endpoint, credential, defaultKey } = resolveCredential(options);
 
@@ -134,7 +136,8 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
   const handlerTimeout = options.handlerTimeout ?? 20_000;
   const deduplicationWindow = options.deduplicationWindow ?? 0;
   for (const [name, value] of Object.entries({ handlerTimeout, deduplicationWindow })) {
-    if (!Number.isFinite(value) || value < 0) {
+    // Node's timers take at most 2^31-1 ms; a larger delay would fire at once.
+    if (!Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
       throw new WebPubSubConfigurationError(Messages.invalidDuration(name, value));
     }
   }
@@ -167,6 +170,10 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
   };
 }
 
+const isKeyCredential = (credential: unknown): credential is AzureKeyCredential =>
+  typeof (credential as AzureKeyCredential | undefined)?.key === 'string' &&
+  typeof (credential as AzureKeyCredential).update === 'function';
+
 function resolveCredential(options: WebPubSubModuleOptions): {
   endpoint: string;
   credential?: AzureKeyCredential | TokenCredential;
@@ -190,7 +197,8 @@ function resolveCredential(options: WebPubSubModuleOptions): {
     throw new WebPubSubConfigurationError(Messages.invalidEndpoint(options.endpoint));
   }
   const endpoint = options.endpoint.replace(/\/+$/, '');
-  if (options.credential instanceof AzureKeyCredential) {
+  // By shape, not instanceof: the app may load another copy of @azure/core-auth.
+  if (isKeyCredential(options.credential)) {
     return { endpoint, credential: options.credential, defaultKey: options.credential.key };
   }
   if (isTokenCredential(options.credential)) return { endpoint, credential: options.credential };

@@ -121,31 +121,51 @@ export function signatureHeader(accessKeys: readonly string[], connectionId: str
   return accessKeys.map((key) => computeSignature(key, connectionId)).join(',');
 }
 
+/** Expected digests remembered per connection id: a connection's signature never changes. */
+const SIGNATURE_CACHE_SIZE = 10_000;
+
 /**
  * Builds a verifier for a fixed set of access keys (key objects are made once). The header may
  * hold several comma- or space-separated `sha256=` values; one matching any key is enough. Hex case
- * is ignored and the comparison is constant-time.
+ * is ignored and the comparison is constant-time. The expected digests of recent connections are
+ * kept (bounded), as the service signs every event of a connection alike.
  */
 export function createSignatureVerifier(
   accessKeys: readonly string[],
 ): (connectionId: string, header: string | undefined) => boolean {
   const keys: KeyObject[] = accessKeys.map((key) => createSecretKey(Buffer.from(key, 'utf8')));
+  const expectedByConnection = new Map<string, Buffer[]>();
+  const expectedFor = (connectionId: string) => {
+    let expected = expectedByConnection.get(connectionId);
+    if (!expected) {
+      expected = keys.map((key) => createHmac('sha256', key).update(connectionId).digest());
+      if (expectedByConnection.size >= SIGNATURE_CACHE_SIZE) {
+        expectedByConnection.delete(expectedByConnection.keys().next().value!);
+      }
+      expectedByConnection.set(connectionId, expected);
+    }
+    return expected;
+  };
   return (connectionId, header) => {
     if (!header || keys.length === 0) return false;
-    const candidates: Buffer[] = [];
-    for (const raw of header.split(/[\s,]+/)) {
-      const match = /^sha256=([0-9a-f]{64})$/i.exec(raw);
-      if (match) candidates.push(Buffer.from(match[1]!, 'hex'));
-    }
-    if (candidates.length === 0) return false;
+    const expected = expectedFor(connectionId);
     let ok = false;
-    for (const key of keys) {
-      const expected = createHmac('sha256', key).update(connectionId).digest();
+    for (const raw of header.includes(' ') ? header.split(/[\s,]+/) : header.split(',')) {
+      const candidate = parseSignatureValue(raw);
+      if (!candidate) continue;
       // No early exit: every candidate is compared against every key.
-      for (const candidate of candidates) ok = timingSafeEqual(expected, candidate) || ok;
+      for (const digest of expected) ok = timingSafeEqual(digest, candidate) || ok;
     }
     return ok;
   };
+}
+
+/** `sha256=<64 hex digits>` → the 32 digest bytes, or `undefined` for anything else. */
+function parseSignatureValue(value: string): Buffer | undefined {
+  if (value.length !== 71 || value.slice(0, 7).toLowerCase() !== 'sha256=') return undefined;
+  const digest = Buffer.from(value.slice(7), 'hex');
+  // Buffer.from stops at the first non-hex character, leaving fewer than 32 bytes.
+  return digest.length === 32 ? digest : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
