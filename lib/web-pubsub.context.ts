@@ -66,7 +66,7 @@ export class WebPubSubContext {
   };
   /** User events only: how the payload was decoded. */
   readonly dataType?: UserEventDataType;
-  /** The request's headers, lower-cased, for anything the context does not expose. */
+  /** The request's headers, lower-cased, for anything the context does not expose (`authorization` removed). */
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
 
   private currentStates: ConnectionStates;

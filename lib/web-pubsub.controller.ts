@@ -1,5 +1,15 @@
 import type { IncomingMessage } from 'node:http';
-import { Controller, Inject, Options, Post, Req, Res, UseGuards, type Type } from '@nestjs/common';
+import {
+  Controller,
+  Inject,
+  Options,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+  VERSION_NEUTRAL,
+  type Type,
+} from '@nestjs/common';
 import { bodyErrorReply, getRawBody } from './web-pubsub.middleware.js';
 import { WEB_PUBSUB_CONFIG } from './web-pubsub.constants.js';
 import { WebPubSubDispatcher, writeReply, type AnyResponse } from './web-pubsub.dispatcher.js';
@@ -28,7 +38,7 @@ export function useAdapterRoutes(controller: Type<unknown>, path: string, adapte
 
 /**
  * Creates the upstream controller for one `forRoot()` call, with its own path. Each call makes
- * its own class, so setting its route metadata touches no other app.
+ * its own class, so its route metadata belongs to that module instance alone.
  */
 export function createWebPubSubController(
   path: string,
@@ -36,7 +46,8 @@ export function createWebPubSubController(
 ): Type<unknown> {
   const routes = routesFor(path, 'express');
 
-  @Controller()
+  // Version-neutral: URI versioning with a default version must not move the upstream URL.
+  @Controller({ version: VERSION_NEUTRAL })
   @UseGuards(WebPubSubGuard)
   class WebPubSubController {
     constructor(

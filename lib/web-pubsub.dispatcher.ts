@@ -374,7 +374,7 @@ export class WebPubSubDispatcher implements OnModuleDestroy {
       mqttUserProperties:
         isMqtt && type.kind === 'user' ? readMqttUserProperties(headers) : undefined,
       dataType,
-      headers,
+      headers: withoutCredentials(headers),
       states: this.decodeStates(get(CeHeaders.connectionState), info),
       onIgnoredStateChange: this.warnIgnoredState,
     });
@@ -506,6 +506,13 @@ function mqttConnectErrorReply(exception: HttpException, protocolVersion: number
     headers: { 'content-type': JSON_TYPE },
     body: Buffer.from(mqttConnectErrorBody(code, exception.message, mqtt?.userProperties)),
   };
+}
+
+/** The request headers for handlers and their loggers, without the service's bearer token. */
+function withoutCredentials(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  if (headers.authorization === undefined) return headers;
+  const { authorization: _, ...rest } = headers;
+  return rest;
 }
 
 /** Retries carry the same connection and `ce-id` (unique per connection only). */

@@ -126,7 +126,8 @@ const V311_TO_V5: Record<number, number> = {
  */
 export function mqttCodeForVersion(code: number, protocolVersion: number): number {
   const isV5Code = code >= 0x80;
-  if (protocolVersion === 5) return isV5Code ? code : (V311_TO_V5[code] ?? Mqtt5Codes.UnspecifiedError);
+  if (protocolVersion === 5)
+    return isV5Code ? code : (V311_TO_V5[code] ?? Mqtt5Codes.UnspecifiedError);
   return isV5Code ? (V5_TO_V311[code] ?? Mqtt311Codes.ServerUnavailable) : code;
 }
 

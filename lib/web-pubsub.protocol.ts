@@ -420,8 +420,15 @@ export function mqttUserPropertyHeaders(
   properties: readonly MqttUserProperty[],
 ): Record<string, string[]> {
   const headers: Record<string, string[]> = {};
-  for (const { name, value } of properties)
+  for (const { name, value } of properties) {
+    // They travel as HTTP headers: a name must be a header token, a value visible ASCII.
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || !/^[\t\x20-\x7e]*$/.test(value)) {
+      throw new TypeError(
+        `MQTT user property ${JSON.stringify(name)}=${JSON.stringify(value)} cannot be sent: names must be header tokens and values printable ASCII`,
+      );
+    }
     (headers[MQTT_PREFIX + name.toLowerCase()] ??= []).push(value);
+  }
   return headers;
 }
 

@@ -38,6 +38,16 @@ class FaultyHub {
     return { run: runs.length };
   }
 
+  private flaky = 0;
+
+  /** Fails on its first run only, like a dependency that was briefly down. */
+  @OnUserEvent('flaky')
+  flakyOnce(@EventContext() context: WebPubSubContext) {
+    runs.push(`flaky ${context.eventId}`);
+    if (this.flaky++ === 0) throw new Error('dependency down');
+    return 'ok';
+  }
+
   @OnUserEvent('throw')
   throwValue(@EventData() kind: string) {
     const values: Record<string, unknown> = {
@@ -141,6 +151,26 @@ describe.each(ADAPTERS)('faults over %s', (adapter) => {
     expect([first.json(), retry.json(), late.json()]).toEqual([{ run: 1 }, { run: 1 }, { run: 1 }]);
     await send('count', '', 'dup-2');
     expect(runs).toEqual(['count dup-1', 'count dup-2']);
+  });
+
+  it('runs a retry again when the first delivery failed', async () => {
+    expect((await send('flaky', '', 'retry-1')).status).toBe(500);
+    expect((await send('flaky', '', 'retry-1')).status).toBe(200);
+    expect(runs).toEqual(['flaky retry-1', 'flaky retry-1']);
+  });
+
+  it('tells apart the network connections of one MQTT client id', async () => {
+    const mqtt = (physical: string) =>
+      sendEvent(running.url, {
+        hub: 'faults',
+        event: 'count',
+        connectionId: 'device-1',
+        subprotocol: 'mqtt',
+        headers: { 'ce-id': '1', 'ce-physicalConnectionId': physical },
+      });
+    await mqtt('p1');
+    await mqtt('p2');
+    expect(runs).toEqual(['count 1', 'count 1']);
   });
 
   it('keeps ce-id scoped to its connection when de-duplicating', async () => {

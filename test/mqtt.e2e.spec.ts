@@ -46,6 +46,8 @@ class DevicesHub {
         throw new UnauthorizedException('who are you?');
       case 'crash':
         throw new Error('boom');
+      case 'v5-code':
+        throw new MqttConnectException(Mqtt5Codes.NotAuthorized, 'not you');
     }
     return { userId: request.mqtt?.username ?? undefined };
   }
@@ -62,6 +64,11 @@ class DevicesHub {
         ],
       },
     );
+  }
+
+  @OnUserEvent('unicode')
+  unicode() {
+    return WebPubSubReply.text('x', { mqttUserProperties: [{ name: 'unit', value: '€' }] });
   }
 
   @OnDisconnected()
@@ -164,6 +171,28 @@ describe.each(ADAPTERS)('MQTT clients over %s', (adapter) => {
       expect(res.json()).toEqual({ mqtt: { code, reason: 'who are you?' } });
     },
   );
+
+  it('translates an MQTT 5 code for an MQTT 3.1.1 client', async () => {
+    const res = await connect(4, 'v5-code');
+    expect(res.status).toBe(401);
+    expect(res.json()).toEqual({ mqtt: { code: Mqtt311Codes.NotAuthorized, reason: 'not you' } });
+    expect((await connect(5, 'v5-code')).json().mqtt.code).toBe(Mqtt5Codes.NotAuthorized);
+  });
+
+  it('refuses user properties that cannot travel in a header with the module’s own 500', async () => {
+    const res = await sendEvent(running.url, {
+      hub: 'iot',
+      event: 'unicode',
+      subprotocol: 'mqtt',
+      headers: mqttHeaders,
+    });
+    expect(res.status).toBe(500);
+    expect(res.json()).toEqual({
+      statusCode: 500,
+      message: 'Internal server error',
+      error: 'Internal Server Error',
+    });
+  });
 
   it('maps an unexpected error to 500 with the server-error code, without details', async () => {
     const res = await connect(4, 'crash');

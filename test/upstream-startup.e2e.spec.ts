@@ -1,15 +1,16 @@
-import { Module, type LoggerService } from '@nestjs/common';
+import { Module, VersioningType, type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { TokenCredential } from '@azure/core-auth';
 import { afterEach, describe, expect, it } from 'vitest';
 import { OnConnect, WebPubSubHub, WebPubSubModule } from 'nestjs-web-pubsub';
 import {
   AppModule,
+  calls,
   DuplicateHandlersModule,
   MissingCredentialsModule,
   RequestScopedModule,
 } from './upstream-fixtures.js';
-import { connectBody, sendEvent, type RunningApp } from './upstream-helpers.js';
+import { CONNECTION_STRING, connectBody, sendEvent, type RunningApp } from './upstream-helpers.js';
 
 /** Keeps what the app logs, as a user's logger would receive it. */
 class CapturingLogger implements LoggerService {
@@ -76,6 +77,20 @@ describe('start-up errors', () => {
     expect(await failure(BadStringModule)).toMatch(/Invalid Web PubSub connection string/);
   });
 
+  it.each([
+    ['handlerTimeout', -1],
+    ['handlerTimeout', 3_000_000_000],
+    ['deduplicationWindow', Number.NaN],
+  ])('refuses %s = %s', async (name, value) => {
+    @Module({
+      imports: [WebPubSubModule.forRoot({ connectionString: CONNECTION_STRING, [name]: value })],
+    })
+    class BadDurationModule {}
+    expect(await failure(BadDurationModule)).toMatch(
+      new RegExp(`"${name}" must be a number of milliseconds from 0 to 2147483647`),
+    );
+  });
+
   it('warns about request-scoped hub classes and skips them', async () => {
     const { url, logger } = await start(RequestScopedModule);
     const warnings = logger.messages('warn');
@@ -133,6 +148,27 @@ describe('logging', () => {
         ),
       ),
     ).toBe(true);
+  });
+});
+
+describe('with URI versioning and a default version', () => {
+  it('keeps the upstream route where it is', async () => {
+    const app = await NestFactory.create(AppModule, { logger: false });
+    app.enableVersioning({ type: VersioningType.URI, defaultVersion: '1' });
+    await app.listen(0, '127.0.0.1');
+    running = { app, url: await app.getUrl(), close: () => app.close() };
+    const res = await sendEvent(running.url, { event: 'echo' }, 'hi');
+    expect([res.status, res.text]).toEqual([200, 'hi']);
+  });
+});
+
+describe('handler context', () => {
+  it('does not hand the service’s bearer token to handlers', async () => {
+    const { url } = await start(AppModule);
+    calls.length = 0;
+    await sendEvent(url, { event: 'echo', headers: { authorization: 'Bearer secret-token' } }, 'x');
+    expect(calls[0]?.context?.headers.authorization).toBeUndefined();
+    expect(calls[0]?.context?.headers['ce-hub']).toBe('chat');
   });
 });
 
