@@ -311,8 +311,20 @@ export class WebPubSubDispatcher implements OnModuleDestroy {
           return this.failure(err, info);
         }
       },
-      (err: unknown) => this.failure(err, info),
+      (err: unknown) => this.userEventErrorReply(call, err) ?? this.failure(err, info),
     );
+  }
+
+  /**
+   * With `onUserEventError`, a client error of a user event (validation, a guard's refusal, a
+   * thrown 4xx) becomes a reply: a non-2xx answer would close the client's connection.
+   */
+  private userEventErrorReply(call: HandlerCall, err: unknown): UpstreamReply | undefined {
+    const handle = this.config.onUserEventError;
+    if (!handle || call.kind !== 'user' || !(err instanceof HttpException)) return undefined;
+    if (err.getStatus() >= 500) return undefined;
+    this.logger.debug(`${call.handler.name}: ${err.message}; answered through onUserEventError`);
+    return this.complete(call, handle(err, call.context));
   }
 
   private prepare(

@@ -27,6 +27,11 @@ export class EntraAuthError extends Error {
   override name = 'EntraAuthError';
 }
 
+/** The signing keys could not be fetched: the caller is not at fault (answered 503). */
+export class EntraKeysUnavailableError extends Error {
+  override name = 'EntraKeysUnavailableError';
+}
+
 const TOKEN_CACHE_SIZE = 1000;
 
 /** Entra's issuers for a tenant: v1 and v2 access tokens. */
@@ -83,15 +88,24 @@ export function createEntraVerifier(
     const cached = verified.get(token);
     if (cached && cached.expiresAt > Date.now()) return cached.payload;
 
+    let getKey: JWTVerifyGetKey;
+    try {
+      getKey = await getKeys();
+    } catch (err) {
+      throw new EntraKeysUnavailableError((err as Error).message);
+    }
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, await getKeys(), {
+      ({ payload } = await jwtVerify(token, getKey, {
         audience: options.audience,
         issuer: issuers,
+        // Entra signs access tokens with RS256; any other algorithm is refused.
+        algorithms: ['RS256'],
         clockTolerance: options.clockToleranceSeconds ?? 60,
         requiredClaims: ['exp'],
       }));
     } catch (err) {
+      if (isKeyFetchFailure(err)) throw new EntraKeysUnavailableError((err as Error).message);
       throw new EntraAuthError(`Invalid bearer token: ${(err as Error).message}`);
     }
     if (allowedObjectIds && !allowedObjectIds.has(String(payload.oid))) {
@@ -102,6 +116,13 @@ export function createEntraVerifier(
     return payload;
   };
 }
+
+/** jose's errors for a key set it could not fetch or read, as opposed to a bad token. */
+const isKeyFetchFailure = (err: unknown) =>
+  ['ERR_JWKS_TIMEOUT', 'ERR_JOSE_GENERIC', 'ERR_JWKS_INVALID'].includes(
+    (err as { code?: string }).code ?? '',
+  ) ||
+  (err instanceof TypeError && /fetch/i.test(err.message));
 
 async function resolveJwksUri(options: EntraAuthOptions, fetchKeys: typeof fetch): Promise<string> {
   if (options.jwksUri) return options.jwksUri;

@@ -29,6 +29,9 @@ export const Messages = {
   missingValidator: (handler: string) =>
     `${handler} takes a DTO class in @EventData(), which needs the packages "class-validator" and "class-transformer". Install them, or set "validation: false" in WebPubSubModule's options.`,
 
+  nestTooOld:
+    'WebPubSubModule needs HttpAdapterHost.init$, which @nestjs/core has from 11.1.10 on: please upgrade @nestjs/core.',
+
   missingHeaders: (names: readonly string[]) =>
     `Missing CloudEvents header${names.length > 1 ? 's' : ''}: ${names.join(', ')}`,
   badSpecVersion: (value: string) => `Unsupported ce-specversion "${value}", expected "1.0"`,
@@ -45,6 +48,9 @@ export const Messages = {
   internal: 'Internal server error',
   handlerTimeout: 'The event handler did not answer in time',
   shuttingDown: 'The application is shutting down',
+  entraKeysUnavailable: 'The keys to verify the bearer token are unavailable',
+  entraAnyCaller:
+    'WebPubSubModule: auth.entra has no "allowedObjectIds", so a token of any identity of the tenant for this audience is accepted. List the object id of the Web PubSub resource\'s managed identity.',
   badSubprotocol: (value: string, offered: readonly string[]) =>
     `the connect handler chose subprotocol "${value}", which the client did not offer (${offered.join(', ') || 'none'})`,
 } as const;

@@ -4,6 +4,7 @@ import {
   Inject,
   Injectable,
   Logger,
+  ServiceUnavailableException,
   UnauthorizedException,
   type CanActivate,
   type ExecutionContext,
@@ -57,9 +58,13 @@ export class WebPubSubGuard implements CanActivate {
       await verify(request.headers.authorization);
       return true;
     } catch (err) {
-      const message = err instanceof EntraAuthError ? err.message : 'Invalid bearer token';
-      this.logger.warn(`Upstream request refused: ${message}`);
-      throw new UnauthorizedException(message);
+      if (err instanceof EntraAuthError) {
+        this.logger.warn(`Upstream request refused: ${err.message}`);
+        throw new UnauthorizedException(err.message);
+      }
+      // The keys are out of reach: our problem, not the caller's. Details stay in the log.
+      this.logger.error(`Entra ID signing keys unavailable: ${(err as Error).message}`);
+      throw new ServiceUnavailableException(Messages.entraKeysUnavailable);
     }
   }
 }

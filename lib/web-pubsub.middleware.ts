@@ -24,7 +24,7 @@ import {
   type AnyResponse,
   type UpstreamReply,
 } from './web-pubsub.dispatcher.js';
-import { Messages } from './web-pubsub.errors.js';
+import { Messages, WebPubSubConfigurationError } from './web-pubsub.errors.js';
 import { CeHeaders } from './web-pubsub.protocol.js';
 import type { WebPubSubConfig } from './web-pubsub.options.js';
 
@@ -191,6 +191,7 @@ export class WebPubSubMiddleware implements OnModuleDestroy {
     @Inject(WEB_PUBSUB_CONTROLLER) controller: Type<unknown>,
   ) {
     const matches = createPathMatcher(path);
+    if (!adapterHost.init$) throw new WebPubSubConfigurationError(Messages.nestTooOld);
     this.subscription = adapterHost.init$.subscribe(() => {
       const adapter = adapterHost.httpAdapter;
       const type = adapter.getType?.();

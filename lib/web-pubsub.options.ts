@@ -1,4 +1,9 @@
-import { ConfigurableModuleBuilder, Logger, type ValidationPipeOptions } from '@nestjs/common';
+import {
+  ConfigurableModuleBuilder,
+  Logger,
+  type HttpException,
+  type ValidationPipeOptions,
+} from '@nestjs/common';
 import { isTokenCredential, type TokenCredential } from '@azure/core-auth';
 import {
   AzureKeyCredential,
@@ -6,6 +11,7 @@ import {
   type WebPubSubServiceClientOptions,
 } from '@azure/web-pubsub';
 import { DEFAULT_PATH } from './web-pubsub.constants.js';
+import type { WebPubSubContext } from './web-pubsub.context.js';
 import { createEntraVerifier, type EntraAuthOptions } from './web-pubsub.entra.js';
 import { Messages, WebPubSubConfigurationError } from './web-pubsub.errors.js';
 import {
@@ -60,6 +66,13 @@ export interface WebPubSubModuleOptions {
    * Per process: behind a load balancer, a retry may reach another instance.
    */
   deduplicationWindow?: number;
+  /**
+   * Turns a client error of a user event (a failed DTO validation, a guard's refusal, a thrown
+   * 4xx `HttpException`) into a reply to the client, e.g. `(error) => ({ error: error.message })`.
+   * Without it such errors are answered with their status, and the service closes the client's
+   * connection on any non-2xx answer to a user event. 5xx errors are never turned into replies.
+   */
+  onUserEventError?: (error: HttpException, context: WebPubSubContext) => unknown;
 }
 
 /** Options known synchronously, even with `forRootAsync()`. */
@@ -95,6 +108,7 @@ export interface WebPubSubConfig {
   maxBodySize: number;
   handlerTimeout: number;
   deduplicationWindow: number;
+  onUserEventError?: WebPubSubModuleOptions['onUserEventError'];
   createClient(hub: string): WebPubSubServiceClient;
 }
 
@@ -106,6 +120,8 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
   const entra = options.auth?.entra;
   let verifyBearer: WebPubSubConfig['verifyBearer'];
   if (entra) {
+    if (!entra.allowedObjectIds?.length)
+      new Logger('WebPubSubModule').warn(Messages.entraAnyCaller);
     try {
       verifyBearer = createEntraVerifier(entra);
     } catch (err) {
@@ -158,6 +174,7 @@ export function resolveConfig(options: WebPubSubModuleOptions): WebPubSubConfig 
     maxBodySize,
     handlerTimeout,
     deduplicationWindow,
+    onUserEventError: options.onUserEventError,
     createClient: (hub) =>
       options.connectionString
         ? new WebPubSubServiceClient(options.connectionString, hub, clientOptions)

@@ -245,3 +245,34 @@ describe('Entra ID alone, with local auth disabled', () => {
     expect(refused.status).toBe(401);
   });
 });
+
+describe('Entra ID with its keys out of reach', () => {
+  let running: RunningApp;
+  beforeAll(async () => {
+    // A port that was just free: nothing answers there.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    @Module({
+      imports: [
+        WebPubSubModule.forRoot({
+          connectionString: CONNECTION_STRING,
+          auth: { entra: { ...entra(), jwksUri: `http://127.0.0.1:${port}/keys` } },
+        }),
+      ],
+      providers: [Hub],
+    })
+    class UnreachableKeysModule {}
+    running = await startApp(UnreachableKeysModule);
+  });
+  afterAll(() => running.close());
+
+  it('answers 503 with a generic message, and the handler never runs', async () => {
+    const res = await sendEvent(running.url, { headers: await bearer(oldKey) }, connectBody());
+    expect(res.status).toBe(503);
+    expect(res.json().message).toBe('The keys to verify the bearer token are unavailable');
+    expect(res.text).not.toMatch(/127\.0\.0\.1|fetch/);
+    expect(handled).toEqual([]);
+  });
+});

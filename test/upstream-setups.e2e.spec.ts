@@ -2,14 +2,17 @@
 import {
   Body,
   Controller,
+  HttpException,
   Injectable,
   Module,
   Post,
   SetMetadata,
   UnauthorizedException,
   type CanActivate,
+  UseGuards,
   type ExecutionContext,
 } from '@nestjs/common';
+import { MaxLength } from 'class-validator';
 import { APP_GUARD, Reflector } from '@nestjs/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -21,6 +24,7 @@ import {
   WebPubSubModule,
   WebPubSubServiceClient,
   isWebPubSubContext,
+  type WebPubSubContext,
 } from 'nestjs-web-pubsub';
 import {
   ADAPTERS,
@@ -97,7 +101,79 @@ class AppWithLoginModule {}
 })
 class RootPathModule {}
 
+class ShortDto {
+  @MaxLength(3)
+  text!: string;
+}
+
+@WebPubSubHub('polite')
+class PoliteHub {
+  @OnUserEvent('say')
+  say(@EventData() message: ShortDto) {
+    return { said: message.text };
+  }
+
+  @OnUserEvent('deny')
+  @UseGuards(
+    class Deny implements CanActivate {
+      canActivate() {
+        return false;
+      }
+    },
+  )
+  deny() {}
+
+  @OnUserEvent('crash')
+  crash() {
+    throw new Error('bug');
+  }
+}
+
+@Module({
+  imports: [
+    WebPubSubModule.forRoot({
+      connectionString: CONNECTION_STRING,
+      // Client errors become replies, so the client stays connected.
+      onUserEventError: (error: HttpException, context: WebPubSubContext) => ({
+        error: (error.getResponse() as { message: unknown }).message,
+        event: context.eventName,
+      }),
+    }),
+  ],
+  providers: [PoliteHub],
+})
+class PoliteModule {}
+
 describe.each(ADAPTERS)('set-ups over %s', (adapter) => {
+  describe('onUserEventError', () => {
+    let running: RunningApp;
+    beforeAll(async () => {
+      running = await startApp(PoliteModule, { adapter });
+    });
+    afterAll(() => running.close());
+
+    const say = (event: string, body: object) =>
+      sendEvent(running.url, { hub: 'polite', event, contentType: 'application/json' }, body);
+
+    it('answers a failed validation and a guard’s refusal with a 200 reply', async () => {
+      const invalid = await say('say', { text: 'far too long' });
+      expect([invalid.status, invalid.json()]).toEqual([
+        200,
+        { error: ['text must be shorter than or equal to 3 characters'], event: 'say' },
+      ]);
+      const denied = await say('deny', {});
+      expect([denied.status, denied.json()]).toEqual([
+        200,
+        { error: 'Forbidden resource', event: 'deny' },
+      ]);
+      expect((await say('say', { text: 'ok' })).json()).toEqual({ said: 'ok' });
+    });
+
+    it('leaves server errors as they are', async () => {
+      expect((await say('crash', {})).status).toBe(500);
+    });
+  });
+
   describe('a global login guard, a hub defined after forRoot(), a look-alike route', () => {
     let running: RunningApp;
     beforeAll(async () => {
