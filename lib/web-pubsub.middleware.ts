@@ -3,6 +3,7 @@ import {
   BadRequestException,
   HttpException,
   Inject,
+  InternalServerErrorException,
   Injectable,
   Logger,
   PayloadTooLargeException,
@@ -67,11 +68,17 @@ export class BodyTooLargeError extends Error {
   override name = 'BodyTooLargeError';
 }
 
+class BodyAlreadyParsedError extends Error {
+  override name = 'BodyAlreadyParsedError';
+}
+
 /** 413 for a body over the limit, 400 for one that could not be read. */
-const bodyException = (err: unknown): HttpException =>
-  err instanceof BodyTooLargeError
-    ? new PayloadTooLargeException(err.message)
-    : new BadRequestException(Messages.bodyAborted);
+const bodyException = (err: unknown): HttpException => {
+  if (err instanceof BodyTooLargeError) return new PayloadTooLargeException(err.message);
+  // A set-up error of the app, not the caller's: say so.
+  if (err instanceof BodyAlreadyParsedError) return new InternalServerErrorException(err.message);
+  return new BadRequestException(Messages.bodyAborted);
+};
 
 /** The answer to a body that could not be taken; the connection is closed. */
 export function bodyErrorReply(err: unknown): UpstreamReply {
@@ -124,7 +131,7 @@ export function readStream(req: IncomingMessage, limit: number): Promise<Buffer>
  * request whose body another parser already consumed cannot be trusted byte for byte (JSON would
  * come back re-serialized, text without its quotes): that is a set-up error, said loudly.
  */
-export async function getRawBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export function getRawBody(req: IncomingMessage, limit: number): Buffer | Promise<Buffer> {
   const request = req as RequestWithBody;
   if (request[RAW_BODY]) return request[RAW_BODY];
   const body = request.body;
@@ -132,7 +139,7 @@ export async function getRawBody(req: IncomingMessage, limit: number): Promise<B
   if (!request.complete && request.readable) return readStream(request, limit);
   if (Buffer.isBuffer(request.rawBody)) return request.rawBody;
   if (body === undefined) return Buffer.alloc(0);
-  throw new Error(Messages.bodyAlreadyParsed);
+  throw new BodyAlreadyParsedError(Messages.bodyAlreadyParsed);
 }
 
 /** Requests that carry Web PubSub headers: the only ones looked for under an unknown prefix. */
