@@ -20,7 +20,6 @@ export {
   getWebPubSubContext,
   getWebPubSubEventData,
 } from './web-pubsub.context.js';
-export { WebPubSubGuard } from './web-pubsub.guard.js';
 export { EntraAuthError, type EntraAuthOptions } from './web-pubsub.entra.js';
 export {
   MqttConnectException,

@@ -28,6 +28,7 @@ import {
   BLOCKING_EVENTS,
   CeHeaders,
   InvalidBodyError,
+  JSON_CONTENT_TYPE,
   REQUIRED_EVENT_HEADERS,
   decodeConnectBody,
   decodeConnectionState,
@@ -88,8 +89,6 @@ export interface UpstreamReply {
   body?: Buffer;
 }
 
-const JSON_TYPE = 'application/json; charset=utf-8';
-
 /** Express hands us a `ServerResponse`; Fastify a reply wrapping one (`raw`). */
 export type AnyResponse = ServerResponse | { raw: ServerResponse; hijack(): void };
 
@@ -116,7 +115,7 @@ export function errorReply(exception: HttpException, close = false): UpstreamRep
       : response;
   return {
     status: exception.getStatus(),
-    headers: { 'content-type': JSON_TYPE, ...(close ? { connection: 'close' } : {}) },
+    headers: { 'content-type': JSON_CONTENT_TYPE, ...(close ? { connection: 'close' } : {}) },
     body: Buffer.from(JSON.stringify(payload), 'utf8'),
   };
 }
@@ -515,7 +514,7 @@ function mqttConnectErrorReply(exception: HttpException, protocolVersion: number
   const status = mqtt ? mqttCodeToStatus(code, protocolVersion) : exception.getStatus();
   return {
     status,
-    headers: { 'content-type': JSON_TYPE },
+    headers: { 'content-type': JSON_CONTENT_TYPE },
     body: Buffer.from(mqttConnectErrorBody(code, exception.message, mqtt?.userProperties)),
   };
 }

@@ -448,7 +448,7 @@ export interface ReplyOptions {
 }
 
 const TEXT = 'text/plain; charset=utf-8';
-const JSON_TYPE = 'application/json; charset=utf-8';
+export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 const BINARY = 'application/octet-stream';
 
 /**
@@ -492,7 +492,7 @@ export class WebPubSubReply {
         const json = JSON.stringify(this.data);
         if (json === undefined)
           throw new TypeError('WebPubSubReply.json(): value has no JSON form');
-        return { contentType: JSON_TYPE, body: Buffer.from(json, 'utf8') };
+        return { contentType: JSON_CONTENT_TYPE, body: Buffer.from(json, 'utf8') };
       }
       case 'binary':
         return { contentType: BINARY, body: toBuffer(this.data as Uint8Array | ArrayBuffer) };
@@ -520,8 +520,9 @@ export function encodeUserEventReply(value: unknown): EncodedReply | undefined {
 }
 
 /**
- * A connect handler's return value on the wire: nothing → 204; an object → 200 JSON with only the
- * fields the service reads (an empty `subprotocol` is dropped: the service rejects `""`).
+ * A connect handler's return value on the wire: nothing → 204; an object → 200 JSON as returned
+ * (`userId`, `groups`, `roles`, `subprotocol`, MQTT's `mqtt`…), except that an empty
+ * `subprotocol` is dropped: the service rejects `""`.
  */
 export function encodeConnectReply(value: unknown): EncodedReply | undefined {
   if (value === undefined || value === null) return undefined;
@@ -533,5 +534,5 @@ export function encodeConnectReply(value: unknown): EncodedReply | undefined {
   const { subprotocol, ...rest } = value as ConnectResponse & Record<string, unknown>;
   const response: Record<string, unknown> = { ...rest };
   if (subprotocol) response.subprotocol = subprotocol;
-  return { contentType: JSON_TYPE, body: Buffer.from(JSON.stringify(response), 'utf8') };
+  return { contentType: JSON_CONTENT_TYPE, body: Buffer.from(JSON.stringify(response), 'utf8') };
 }
