@@ -1,8 +1,6 @@
 /** Handlers that hang or throw odd things, shutdown with requests in flight, retried events. */
 import { Module, type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { ExpressAdapter } from '@nestjs/platform-express';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   EventContext,
@@ -12,7 +10,13 @@ import {
   WebPubSubModule,
   type WebPubSubContext,
 } from 'nestjs-web-pubsub';
-import { ADAPTERS, CONNECTION_STRING, sendEvent, type RunningApp } from './upstream-helpers.js';
+import {
+  ADAPTERS,
+  createAdapter,
+  CONNECTION_STRING,
+  sendEvent,
+  type RunningApp,
+} from './upstream-helpers.js';
 
 const runs: string[] = [];
 let release: () => void = () => undefined;
@@ -95,11 +99,7 @@ describe.each(ADAPTERS)('faults over %s', (adapter) => {
 
   beforeAll(async () => {
     logger = new CapturingLogger();
-    const app = await NestFactory.create(
-      FaultsModule,
-      adapter === 'fastify' ? new FastifyAdapter() : new ExpressAdapter(),
-      { logger },
-    );
+    const app = await NestFactory.create(FaultsModule, createAdapter(adapter), { logger });
     await app.listen(0, '127.0.0.1');
     running = {
       app,

@@ -1,11 +1,9 @@
 import type { INestApplication } from '@nestjs/common';
-import { ExpressAdapter } from '@nestjs/platform-express';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebPubSubTestClient, createEventHeaders } from 'nestjs-web-pubsub/testing';
 import { AppModule, calls } from './upstream-fixtures.js';
-import { ADAPTERS, CONNECTION_STRING, SECONDARY_KEY } from './upstream-helpers.js';
+import { ADAPTERS, createAdapter, CONNECTION_STRING, SECONDARY_KEY } from './upstream-helpers.js';
 
 describe.each(ADAPTERS)('WebPubSubTestClient over %s', (adapter) => {
   let app: INestApplication;
@@ -13,10 +11,7 @@ describe.each(ADAPTERS)('WebPubSubTestClient over %s', (adapter) => {
   beforeAll(async () => {
     const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
     // Neither initialized nor listening: the kit does both on first use.
-    app = moduleRef.createNestApplication(
-      adapter === 'fastify' ? new FastifyAdapter() : new ExpressAdapter(),
-      { logger: false },
-    );
+    app = moduleRef.createNestApplication(createAdapter(adapter), { logger: false });
   });
   afterAll(() => app.close());
 

@@ -16,7 +16,7 @@ export type AdapterName = 'express' | 'fastify';
 /** Every e2e spec of the module runs over both adapters. */
 export const ADAPTERS: AdapterName[] = ['express', 'fastify'];
 
-const createAdapter = (name: AdapterName) =>
+export const createAdapter = (name: AdapterName) =>
   name === 'fastify' ? new FastifyAdapter() : new ExpressAdapter();
 
 export interface RunningApp {
