@@ -14,10 +14,12 @@ import {
   decodeConnectionState,
   decodeUserEventBody,
   eventType,
+  mqttUserPropertyHeaders,
   parseConnectionString,
   signatureHeader,
   type ConnectRequest,
   type ConnectionStates,
+  type MqttUserProperty,
   type UserEventDataType,
   type WebPubSubEventKind,
 } from './web-pubsub.protocol.js';
@@ -40,6 +42,10 @@ export interface EventHeadersOptions {
   eventId?: number | string;
   origin?: string;
   contentType?: string;
+  /** MQTT clients: the id of the network connection (`ce-physicalConnectionId`). */
+  physicalConnectionId?: string;
+  /** MQTT 5 user properties of a user event, sent as `mqtt-<name>` headers. */
+  mqttUserProperties?: readonly MqttUserProperty[];
 }
 
 const EVENT_NAMES: Partial<Record<WebPubSubEventKind, string>> = {
@@ -70,6 +76,14 @@ export function createEventHeaders(options: EventHeadersOptions): Record<string,
   if (options.userId !== undefined) headers[CeHeaders.userId] = options.userId;
   if (options.subprotocol) headers[CeHeaders.subprotocol] = options.subprotocol;
   if (options.connectionState) headers[CeHeaders.connectionState] = options.connectionState;
+  if (options.physicalConnectionId) {
+    headers[CeHeaders.physicalConnectionId] = options.physicalConnectionId;
+  }
+  for (const [name, values] of Object.entries(
+    mqttUserPropertyHeaders(options.mqttUserProperties ?? []),
+  )) {
+    headers[name] = values.join(', ');
+  }
   return headers;
 }
 
@@ -104,6 +118,8 @@ export interface WebPubSubTestClientOptions {
   userId?: string;
   /** `WebHook-Request-Origin`. Default `localhost`. */
   origin?: string;
+  /** Simulate an MQTT client: its connect carries an `mqtt` block, its events the MQTT headers. */
+  mqtt?: TestMqttOptions;
 }
 
 export interface ConnectOptions extends Partial<ConnectRequest> {}
@@ -111,6 +127,20 @@ export interface ConnectOptions extends Partial<ConnectRequest> {}
 export interface EventSendOptions {
   /** Default: `text` for strings, `binary` for bytes, `json` for anything else. */
   dataType?: UserEventDataType;
+  /** MQTT clients: user properties of the PUBLISH. */
+  mqttUserProperties?: MqttUserProperty[];
+}
+
+/** Simulates an MQTT client instead of a WebSocket one. */
+export interface TestMqttOptions {
+  /** 4 (3.1.1) or 5. Default 5. */
+  protocolVersion?: 4 | 5;
+  username?: string;
+  /** The MQTT password, sent base64-encoded as the service does. */
+  password?: string;
+  userProperties?: MqttUserProperty[];
+  /** Default: a random id. */
+  physicalConnectionId?: string;
 }
 
 /**
@@ -129,6 +159,7 @@ export class WebPubSubTestClient {
   private readonly accessKeys: string[];
   private readonly path: string;
   private readonly origin?: string;
+  private readonly mqtt?: TestMqttOptions & { physicalConnectionId: string };
   private baseUrl?: Promise<string>;
 
   constructor(
@@ -139,6 +170,12 @@ export class WebPubSubTestClient {
     this.connectionId = options.connectionId ?? randomUUID().replaceAll('-', '');
     this.userId = options.userId;
     this.origin = options.origin;
+    if (options.mqtt) {
+      this.mqtt = {
+        ...options.mqtt,
+        physicalConnectionId: options.mqtt.physicalConnectionId ?? randomUUID(),
+      };
+    }
     this.path = '/' + (options.path ?? '/eventhandler').replace(/^\/+/, '');
     if (options.accessKeys) this.accessKeys = options.accessKeys;
     else if (options.connectionString) {
@@ -165,6 +202,17 @@ export class WebPubSubTestClient {
       headers: {},
       subprotocols: [],
       clientCertificates: [],
+      ...(this.mqtt && {
+        mqtt: {
+          protocolVersion: this.mqtt.protocolVersion ?? 5,
+          username: this.mqtt.username ?? null,
+          password:
+            this.mqtt.password === undefined
+              ? null
+              : Buffer.from(this.mqtt.password, 'utf8').toString('base64'),
+          userProperties: this.mqtt.userProperties ?? null,
+        },
+      }),
       ...request,
     };
     const result = await this.send('connect', undefined, JSON.stringify(body));
@@ -173,6 +221,7 @@ export class WebPubSubTestClient {
       if (accepted.userId !== undefined) this.userId = accepted.userId;
       if (accepted.subprotocol) this.subprotocol = accepted.subprotocol;
     }
+    if (result.ok && this.mqtt) this.subprotocol = 'mqtt';
     return result;
   }
 
@@ -207,7 +256,9 @@ export class WebPubSubTestClient {
       binary: () => ['application/octet-stream', data as Uint8Array],
     };
     const [contentType, body] = encoded[dataType]();
-    return this.send('user', event, body, contentType) as Promise<TestEventResult<T>>;
+    return this.send('user', event, body, contentType, options.mqttUserProperties) as Promise<
+      TestEventResult<T>
+    >;
   }
 
   /** A frame of a simple WebSocket client: the user event `message`. */
@@ -229,6 +280,7 @@ export class WebPubSubTestClient {
     event: string | undefined,
     body: string | Uint8Array,
     contentType?: string,
+    mqttUserProperties?: MqttUserProperty[],
   ): Promise<TestEventResult> {
     const headers = createEventHeaders({
       hub: this.hub,
@@ -242,6 +294,8 @@ export class WebPubSubTestClient {
       eventId: this.nextEventId++,
       origin: this.origin,
       contentType,
+      physicalConnectionId: this.mqtt?.physicalConnectionId,
+      mqttUserProperties,
     });
     const response = await fetch(await this.url(), {
       method: 'POST',

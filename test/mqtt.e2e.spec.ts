@@ -27,6 +27,7 @@ import {
   startApp,
   type RunningApp,
 } from './upstream-helpers.js';
+import { WebPubSubTestClient } from 'nestjs-web-pubsub/testing';
 
 const seen: Array<{ data: unknown; context: WebPubSubContext }> = [];
 
@@ -254,5 +255,38 @@ describe.each(ADAPTERS)('MQTT clients over %s', (adapter) => {
     );
     expect(seen[0]!.context.clientProtocol).toBe('default');
     expect(seen[0]!.context.mqtt).toBeUndefined();
+  });
+
+  it('can be driven by the testing kit as an MQTT client', async () => {
+    const device = new WebPubSubTestClient(running.url, {
+      hub: 'iot',
+      connectionString: CONNECTION_STRING,
+      mqtt: { protocolVersion: 5, username: 'sensor-9', password: 'secret' },
+    });
+    expect((await device.connect()).data).toEqual({ userId: 'sensor-9' });
+    expect((seen[0]!.data as ConnectRequest).mqtt?.password).toBe(
+      Buffer.from('secret').toString('base64'),
+    );
+    const reply = await device.event(
+      'telemetry',
+      { t: 1 },
+      {
+        mqttUserProperties: [{ name: 'unit', value: 'celsius' }],
+      },
+    );
+    expect(reply.headers['mqtt-stored-as']).toBe('raw, json');
+    expect(seen[1]!.context.clientProtocol).toBe('mqtt');
+    expect(seen[1]!.context.mqtt?.userProperties).toEqual([{ name: 'unit', value: 'celsius' }]);
+
+    const banned = new WebPubSubTestClient(running.url, {
+      hub: 'iot',
+      connectionString: CONNECTION_STRING,
+      mqtt: { username: 'banned' },
+    });
+    const refused = await banned.connect();
+    expect([refused.status, (refused.data as { mqtt: { code: number } }).mqtt.code]).toEqual([
+      403,
+      Mqtt5Codes.Banned,
+    ]);
   });
 });
