@@ -34,6 +34,7 @@ import {
   decodeConnectionState,
   decodeDisconnectedBody,
   decodeGroupBody,
+  decodeHeaderText,
   decodeUserEventBody,
   encodeConnectReply,
   encodeConnectionState,
@@ -124,6 +125,9 @@ const header = (headers: IncomingHttpHeaders, name: string): string | undefined 
   const value = headers[name];
   return Array.isArray(value) ? value.join(', ') : value;
 };
+
+const optionalText = (value: string | undefined) =>
+  value === undefined ? undefined : decodeHeaderText(value);
 
 /** A thrown non-Error for a log line; even `Object.create(null)` has no `toString` to call. */
 function describe(value: unknown): string {
@@ -340,12 +344,12 @@ export class WebPubSubDispatcher implements OnModuleDestroy {
     const get = (name: string) => header(headers, name);
 
     info.hub = get(CeHeaders.hub)!;
-    info.event = get(CeHeaders.eventName)!;
+    info.event = decodeHeaderText(get(CeHeaders.eventName)!);
     info.connectionId = get(CeHeaders.connectionId)!;
 
     const specVersion = get(CeHeaders.specVersion)!;
     if (specVersion !== '1.0') throw new BadRequestException(Messages.badSpecVersion(specVersion));
-    const type = parseEventType(get(CeHeaders.type)!);
+    const type = parseEventType(decodeHeaderText(get(CeHeaders.type)!));
     if (!type) throw new BadRequestException(Messages.unknownType(get(CeHeaders.type)!));
 
     const hub = this.explorer.getHub(info.hub);
@@ -375,7 +379,7 @@ export class WebPubSubDispatcher implements OnModuleDestroy {
       kind: type.kind,
       id: get(CeHeaders.id)!,
       time: get(CeHeaders.time),
-      userId: get(CeHeaders.userId),
+      userId: optionalText(get(CeHeaders.userId)),
       subprotocol: get(CeHeaders.subprotocol),
       origin: get(CeHeaders.requestOrigin),
       signature: get(CeHeaders.signature),

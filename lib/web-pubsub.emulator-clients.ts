@@ -116,7 +116,6 @@ export class ClientEndpoint {
     if (!match) return reject(socket, 404, `No WebSocket endpoint at ${url.pathname}`);
     const hubName = safeDecode(match[1]!);
     if (!hubName || !isValidHubName(hubName)) return reject(socket, 400, 'Invalid hub name');
-    const hub = this.context.hubs.get(hubName);
     const offered = (req.headers['sec-websocket-protocol'] ?? '')
       .split(',')
       .map((p) => p.trim())
@@ -125,7 +124,9 @@ export class ClientEndpoint {
     const recoverId = url.searchParams.get('awps_connection_id');
     const recoverToken = url.searchParams.get('awps_reconnection_token');
     if (recoverId && recoverToken) {
-      return this.recover(req, socket, head, hub, recoverId, recoverToken, offered);
+      // Looked up, never created: refused handshakes must not leave hubs behind.
+      const known = this.context.hubs.find(hubName);
+      return this.recover(req, socket, head, known, recoverId, recoverToken, offered);
     }
 
     const token = url.searchParams.get('access_token') ?? bearerToken(req.headers.authorization);
@@ -143,6 +144,7 @@ export class ClientEndpoint {
       this.log.debug(`Handshake to hub ${hubName} refused: ${token ? 'invalid' : 'missing'} token`);
       return reject(socket, 401, 'Missing, invalid or expired access token');
     }
+    const hub = this.context.hubs.get(hubName);
 
     const id = randomBytes(16).toString('base64url');
     let subprotocol: string | undefined = offered.find(
@@ -253,12 +255,12 @@ export class ClientEndpoint {
     req: IncomingMessage,
     socket: Duplex,
     head: Buffer,
-    hub: Hub,
+    hub: Hub | undefined,
     connectionId: string,
     reconnectionToken: string,
     offered: string[],
   ): Promise<void> {
-    const connection = hub.connections.get(connectionId);
+    const connection = hub?.connections.get(connectionId);
     const recoverable =
       connection instanceof ClientConnection &&
       connection.kind === 'reliable' &&

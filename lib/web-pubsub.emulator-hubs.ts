@@ -124,6 +124,11 @@ export class HubRegistry {
     return hub;
   }
 
+  /** The hub if it exists, without creating it. */
+  find(name: string): Hub | undefined {
+    return this.hubs.get(name.toLowerCase());
+  }
+
   all(): Hub[] {
     return [...this.hubs.values()];
   }

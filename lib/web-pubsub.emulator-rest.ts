@@ -86,7 +86,14 @@ export class RestApi {
   /** Handles one request under `/api/`. Never throws. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
-    const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+    let url: URL;
+    try {
+      // The token's audience names the host the client used: rebuild the URL with it.
+      url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+    } catch {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('Malformed request URL or Host');
+      return;
+    }
     let status: number;
     try {
       status = await this.route(req, res, method, url);

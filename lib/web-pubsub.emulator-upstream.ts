@@ -4,7 +4,7 @@
  * delivery to a URL, then a signed CloudEvents POST in binary content mode.
  */
 import type { EmulatorLog } from './web-pubsub.emulator.js';
-import { eventType, CeHeaders, signatureHeader } from './web-pubsub.protocol.js';
+import { CeHeaders, encodeHeaderText, eventType, signatureHeader } from './web-pubsub.protocol.js';
 
 export type SystemEventName = 'connect' | 'connected' | 'disconnected';
 
@@ -102,20 +102,21 @@ export class UpstreamDispatcher {
       'content-type': event.contentType,
       'ce-specversion': '1.0',
       'ce-awpsversion': '1.0',
-      'ce-type':
+      'ce-type': encodeHeaderText(
         event.kind === 'user'
           ? eventType('user', event.eventName)
           : eventType(event.eventName as SystemEventName),
+      ),
       'ce-source': `/hubs/${event.hub}/client/${event.connectionId}`,
       'ce-id': String(event.eventId),
       'ce-time': new Date().toISOString(),
       'ce-signature': signatureHeader(this.accessKeys, event.connectionId),
       'ce-hub': event.hub,
       'ce-connectionId': event.connectionId,
-      'ce-eventName': event.eventName,
+      'ce-eventName': encodeHeaderText(event.eventName),
       'WebHook-Request-Origin': this.origin,
     };
-    if (event.userId !== undefined) headers['ce-userId'] = event.userId;
+    if (event.userId !== undefined) headers['ce-userId'] = encodeHeaderText(event.userId);
     if (event.subprotocol) headers['ce-subprotocol'] = event.subprotocol;
     if (event.connectionState) headers['ce-connectionState'] = event.connectionState;
     for (const [key, value] of Object.entries(event.metadata ?? {})) {
@@ -132,6 +133,8 @@ export class UpstreamDispatcher {
         method: 'POST',
         headers,
         body: event.body,
+        // A redirect would carry the signed event to another URL: treat it as a failure.
+        redirect: 'manual',
         signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]),
       });
       body = Buffer.from(await response.arrayBuffer());
@@ -171,6 +174,7 @@ export class UpstreamDispatcher {
       const response = await fetch(url, {
         method: 'OPTIONS',
         headers: { 'WebHook-Request-Origin': this.origin, 'ce-awpsversion': '1.0' },
+        redirect: 'manual',
         signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(10_000)]),
       });
       await response.arrayBuffer();

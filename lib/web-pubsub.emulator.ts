@@ -177,7 +177,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<WebP
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (req.url?.startsWith('/api/')) {
-      void rest.handle(req, res);
+      rest.handle(req, res).catch((err: unknown) => {
+        log.error(`REST request failed: ${String(err)}`);
+        if (!res.headersSent) res.writeHead(500).end();
+      });
     } else if (req.url?.startsWith('/client/')) {
       res.writeHead(426, { 'content-type': 'text/plain' }).end('Upgrade to WebSocket required');
     } else {

@@ -55,6 +55,27 @@ const SYSTEM_TYPES: Record<string, WebPubSubEventKind> = {
 };
 const USER_TYPE_PREFIX = 'azure.webpubsub.user.';
 
+/**
+ * Header values are bytes; Node reads them as Latin-1. Text outside ASCII (a user id like
+ * `Łukasz`, a user event name) travels as its UTF-8 bytes, so it is written as those bytes and
+ * read back from them.
+ */
+export function encodeHeaderText(text: string): string {
+  return /[^\x20-\x7e\t]/.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The inverse of {@link encodeHeaderText}; a value that is not UTF-8 is returned as it came. */
+export function decodeHeaderText(value: string): string {
+  if (!/[\x80-\xff]/.test(value) || /[\u0100-\uffff]/.test(value)) return value;
+  try {
+    return strictUtf8.decode(Buffer.from(value, 'latin1'));
+  } catch {
+    return value;
+  }
+}
+
 /** Maps a `ce-type` to the kind of event, or `undefined` for a type the protocol does not define. */
 export function parseEventType(
   ceType: string,

@@ -13,6 +13,7 @@ import {
   CeHeaders,
   decodeConnectionState,
   decodeUserEventBody,
+  encodeHeaderText,
   eventType,
   mqttUserPropertyHeaders,
   parseConnectionString,
@@ -59,21 +60,22 @@ export function createEventHeaders(options: EventHeadersOptions): Record<string,
   const headers: Record<string, string> = {
     [CeHeaders.specVersion]: '1.0',
     [CeHeaders.awpsVersion]: '1.0',
-    [CeHeaders.type]: eventType(kind, options.event),
+    [CeHeaders.type]: encodeHeaderText(eventType(kind, options.event)),
     [CeHeaders.source]: `/hubs/${hub}/client/${connectionId}`,
     [CeHeaders.id]: String(options.eventId ?? 0),
     [CeHeaders.time]: new Date().toISOString(),
     [CeHeaders.hub]: hub,
     [CeHeaders.connectionId]: connectionId,
-    [CeHeaders.eventName]:
+    [CeHeaders.eventName]: encodeHeaderText(
       kind === 'user' ? (options.event ?? 'message') : (EVENT_NAMES[kind] ?? kind),
+    ),
     [CeHeaders.requestOrigin]: options.origin ?? 'localhost',
     'content-type': options.contentType ?? 'application/json; charset=utf-8',
   };
   if (options.accessKeys.length) {
     headers[CeHeaders.signature] = signatureHeader(options.accessKeys, connectionId);
   }
-  if (options.userId !== undefined) headers[CeHeaders.userId] = options.userId;
+  if (options.userId !== undefined) headers[CeHeaders.userId] = encodeHeaderText(options.userId);
   if (options.subprotocol) headers[CeHeaders.subprotocol] = options.subprotocol;
   if (options.connectionState) headers[CeHeaders.connectionState] = options.connectionState;
   if (options.physicalConnectionId) {

@@ -5,6 +5,8 @@ import {
   createSignatureVerifier,
   decodeConnectBody,
   decodeConnectionState,
+  decodeHeaderText,
+  encodeHeaderText,
   decodeUserEventBody,
   encodeConnectReply,
   encodeConnectionState,
@@ -121,6 +123,19 @@ describe('abuse protection', () => {
     expect(resolveAllowedOrigin(['a.com', 'b.com'], ['b.com'])).toBe('b.com');
     expect(resolveAllowedOrigin(['localhost'], ['localhost:8080'])).toBe('localhost');
     expect(resolveAllowedOrigin(['evil.com'], ['b.com'])).toBeUndefined();
+  });
+});
+
+describe('header text', () => {
+  it.each(['plain', 'Zoë', 'Łukasz', '李', 'emoji 🎉'])('round-trips %s as UTF-8 bytes', (text) => {
+    const encoded = encodeHeaderText(text);
+    expect(/[^\x00-\xff]/.test(encoded)).toBe(false);
+    expect(decodeHeaderText(encoded)).toBe(text);
+  });
+
+  it('leaves ASCII and values that are not UTF-8 alone', () => {
+    expect(encodeHeaderText('conn-1')).toBe('conn-1');
+    expect(decodeHeaderText('caf\xe9')).toBe('caf\xe9');
   });
 });
 

@@ -242,7 +242,7 @@ describe('official SDKs, emulator and module end to end', () => {
 
 describe('simple WebSocket clients and error paths', () => {
   const clientUrl = async (user: string, query = '') => {
-    const response = await fetch(`${appUrl}/negotiate?user=${user}`);
+    const response = await fetch(`${appUrl}/negotiate?user=${encodeURIComponent(user)}`);
     return ((await response.json()) as { url: string }).url + query;
   };
   const open = (url: string) =>
@@ -273,6 +273,18 @@ describe('simple WebSocket clients and error paths', () => {
     expect(seen.filter((s) => s.handler === 'message').map((s) => s.userId)).toEqual([
       'cat',
       'cat',
+    ]);
+  });
+
+  it('carries user ids beyond ASCII through the headers intact', async () => {
+    const socket = await open(await clientUrl('Łukasz 李'));
+    const reply = nextFrame(socket);
+    socket.send('cześć');
+    expect((await reply).data.toString()).toBe('CZEŚĆ');
+    expect(seen.map((s) => [s.handler, s.userId, s.data])).toEqual([
+      ['connect', 'Łukasz 李', {}],
+      ['connected', 'Łukasz 李', undefined],
+      ['message', 'Łukasz 李', 'cześć'],
     ]);
   });
 
