@@ -1,0 +1,30 @@
+/** The emulator survives malformed requests from anyone who can reach its port. */
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmulator, type WebPubSubEmulator } from 'nestjs-web-pubsub/emulator';
+
+let emulator: WebPubSubEmulator;
+beforeAll(async () => {
+  emulator = await startEmulator({ port: 0, host: '127.0.0.1', logLevel: 'silent' });
+});
+afterAll(() => emulator.close());
+
+/** Sends raw bytes and returns the status line of the answer. */
+const raw = (request: string) =>
+  new Promise<string>((resolve, reject) => {
+    const socket = connect(emulator.port, '127.0.0.1', () => socket.end(request));
+    let data = '';
+    socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+    socket.on('end', () => resolve(data.split('\r\n')[0] ?? ''));
+    socket.on('error', reject);
+  });
+
+describe('emulator robustness', () => {
+  it('answers 400 to a REST request with a malformed Host, and keeps running', async () => {
+    expect(await raw('GET /api/health HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n')).toBe(
+      'HTTP/1.1 400 Bad Request',
+    );
+    const health = await fetch(`${emulator.url}/api/health`, { method: 'HEAD' });
+    expect(health.status).toBe(200);
+  });
+});
