@@ -162,7 +162,6 @@ export class WebPubSubTestClient {
   private readonly path: string;
   private readonly origin?: string;
   private readonly mqtt?: TestMqttOptions & { physicalConnectionId: string };
-  private baseUrl?: Promise<string>;
 
   constructor(
     private readonly target: TestTarget,
@@ -181,7 +180,10 @@ export class WebPubSubTestClient {
     this.path = '/' + (options.path ?? '/eventhandler').replace(/^\/+/, '');
     if (options.accessKeys) this.accessKeys = options.accessKeys;
     else if (options.connectionString) {
-      this.accessKeys = [parseConnectionString(options.connectionString).accessKey];
+      const { endpoint, accessKey } = parseConnectionString(options.connectionString);
+      this.accessKeys = [accessKey];
+      // The service's own host, which the module allows by default.
+      this.origin ??= new URL(endpoint).hostname;
     } else {
       throw new TypeError('WebPubSubTestClient needs a connectionString or accessKeys');
     }
@@ -341,9 +343,18 @@ export class WebPubSubTestClient {
   }
 
   private url(): Promise<string> {
-    this.baseUrl ??= resolveBaseUrl(this.target);
-    return this.baseUrl.then((base) => base + this.path);
+    return baseUrlOf(this.target).then((base) => base + this.path);
   }
+}
+
+/** One start per app, however many clients use it at once. */
+const baseUrls = new WeakMap<object, Promise<string>>();
+
+function baseUrlOf(target: TestTarget): Promise<string> {
+  if (typeof target === 'string') return resolveBaseUrl(target);
+  let url = baseUrls.get(target);
+  if (!url) baseUrls.set(target, (url = resolveBaseUrl(target)));
+  return url;
 }
 
 /** The URL of a running app; a Nest app that is not listening yet is started on a random loopback port. */

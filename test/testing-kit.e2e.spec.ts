@@ -123,3 +123,28 @@ describe.each(ADAPTERS)('WebPubSubTestClient over %s', (adapter) => {
     });
   });
 });
+
+describe('WebPubSubTestClient on an app nobody started', () => {
+  it('starts it once for clients used at the same time', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    try {
+      const [a, b] = ['ann', 'bob'].map(
+        (user) =>
+          new WebPubSubTestClient(app, {
+            hub: 'chat',
+            connectionString: CONNECTION_STRING,
+            userId: user,
+          }),
+      );
+      const results = await Promise.all([
+        a!.connect({ query: { user: ['a'] } }),
+        b!.connect({ query: { user: ['b'] } }),
+      ]);
+      expect(results.map((r) => r.status)).toEqual([200, 200]);
+      expect((await a!.validate()).headers['webhook-allowed-origin']).toBe('localhost');
+    } finally {
+      await app.close();
+    }
+  });
+});
