@@ -12,7 +12,11 @@ export const NAME_PATTERN = /^[\p{L}\p{N}_.-]{1,24}$/u;
 export class ChatUsers {
   constructor(@InjectHub('chat') private readonly hub: WebPubSubServiceClient) {}
 
-  /** Why a name cannot sign in, or `undefined` when it can. */
+  /**
+   * Why a name cannot sign in, or `undefined` when it can. A check, not a reservation: two tabs
+   * signing in with one name at the same instant may both pass (enough for a sample; an app that
+   * needs unique names keeps them in a store with an atomic insert).
+   */
   async refusal(name: string | undefined): Promise<string | undefined> {
     const trimmed = name?.trim() ?? '';
     if (!trimmed) return 'Please enter a name.';

@@ -17,7 +17,9 @@ $('sign-in').addEventListener('submit', async (event) => {
   $('sign-in-error').textContent = '';
   const name = $('name').value.trim();
   const response = await fetch(`/negotiate?name=${encodeURIComponent(name)}`);
-  const body = await response.json();
+  const body = await response
+    .json()
+    .catch(() => ({ message: `Sign-in failed (${response.status})` }));
   if (!response.ok) {
     $('sign-in-error').textContent = body.message;
     return;
@@ -33,6 +35,13 @@ function connect(url, name) {
   socket.addEventListener('close', () => {
     $('status').textContent = state.me ? `Disconnected (${state.me})` : 'Could not connect';
     if (!state.me) $('sign-in-error').textContent = 'The server refused the connection.';
+    // Nothing can be sent any more: say so instead of failing silently.
+    for (const form of [$('send'), $('join')]) {
+      for (const control of form.elements) control.disabled = true;
+    }
+    if (state.me) $('chat-error').textContent = 'Disconnected. Reload the page to sign in again.';
+    for (const resolve of state.pending.values()) resolve(undefined);
+    state.pending.clear();
   });
   state.me = '';
   state.pendingName = name;
@@ -40,6 +49,7 @@ function connect(url, name) {
 
 /** Sends a user event and resolves with the server's reply (sent before the ack). */
 function sendEvent(name, data) {
+  if (state.socket?.readyState !== WebSocket.OPEN) return Promise.resolve(undefined);
   const ackId = ++state.ackId;
   state.socket.send(JSON.stringify({ type: 'event', event: name, dataType: 'json', data, ackId }));
   return new Promise((resolve) => state.pending.set(ackId, resolve));
@@ -156,6 +166,7 @@ function renderRooms() {
         leave.addEventListener('click', async (event) => {
           event.stopPropagation();
           const reply = await sendEvent('leave', { room });
+          if (!reply?.rooms) return;
           state.rooms = reply.rooms;
           if (state.room === room) selectRoom('lobby');
           else renderRooms();
@@ -193,6 +204,10 @@ $('join').addEventListener('submit', async (event) => {
   }
   $('chat-error').textContent = '';
   const reply = await sendEvent('join', { room });
+  if (!reply?.rooms) {
+    $('chat-error').textContent = `Could not join #${room}.`;
+    return;
+  }
   state.rooms = reply.rooms;
   $('room-name').value = '';
   selectRoom(room);
@@ -209,9 +224,9 @@ $('send').addEventListener('submit', async (event) => {
 
 let lastTyping = 0;
 $('text').addEventListener('input', () => {
-  if (Date.now() - lastTyping < 1500) return;
+  if (Date.now() - lastTyping < 1500 || state.socket?.readyState !== WebSocket.OPEN) return;
   lastTyping = Date.now();
-  state.socket?.send(
+  state.socket.send(
     JSON.stringify({
       type: 'event',
       event: 'typing',
