@@ -26,6 +26,9 @@ import {
 } from './web-pubsub.emulator-upstream.js';
 import { CeHeaders, mediaType, type UserEventDataType } from './web-pubsub.protocol.js';
 
+/** How many successful ack ids a connection remembers for Duplicate answers. */
+const ACK_ID_MEMORY = 10_000;
+
 export const JSON_SUBPROTOCOL = 'json.webpubsub.azure.v1';
 export const RELIABLE_SUBPROTOCOL = 'json.reliable.webpubsub.azure.v1';
 
@@ -161,6 +164,9 @@ export class ClientEndpoint {
             noEcho: url.searchParams.get('noEcho') === 'true',
           }
         : undefined;
+    if (sendToGroup && !isValidGroupName(sendToGroup.group)) {
+      return reject(socket, 400, 'webpubsub_mode=sendToGroup needs a valid "group"');
+    }
 
     const setting = this.context.upstream.findHandler(hubName, 'system', 'connect');
     if (setting) {
@@ -332,6 +338,7 @@ export class ClientConnection implements EmulatedConnection {
   private upstreamQueue: Promise<unknown> = Promise.resolve();
   private sequenceId = 0;
   private unacked: Array<{ sequenceId: number; frame: string }> = [];
+  /** Recent successful ack ids, for Duplicate answers; the oldest are forgotten past a bound. */
   private readonly succeededAckIds = new Set<number>();
   private ended = false;
   private recoveryTimer: NodeJS.Timeout | undefined;
@@ -621,7 +628,13 @@ export class ClientConnection implements EmulatedConnection {
 
   private sendAck(ackId: number | undefined, errorName?: string, errorMessage?: string): void {
     if (ackId === undefined || this.ended) return;
-    if (!errorName) this.succeededAckIds.add(ackId);
+    if (!errorName) {
+      this.succeededAckIds.add(ackId);
+      // Clients number acks upward; a retry comes soon after the original.
+      if (this.succeededAckIds.size > ACK_ID_MEMORY) {
+        this.succeededAckIds.delete(this.succeededAckIds.values().next().value!);
+      }
+    }
     this.socket?.send(
       JSON.stringify(
         errorName

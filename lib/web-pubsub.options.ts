@@ -61,7 +61,7 @@ export interface WebPubSubModuleOptions {
    */
   handlerTimeout?: number;
   /**
-   * Answer a retried event (same hub, `ce-connectionId` and `ce-id`) with the first delivery's
+   * Answer a retried event (same hub, `ce-connectionId`, `ce-physicalConnectionId` and `ce-id`) with the first delivery's
    * answer instead of running the handler again, for this many milliseconds. Default 0 (off).
    * Per process: behind a load balancer, a retry may reach another instance.
    */

@@ -1,6 +1,8 @@
 /** The emulator survives malformed requests from anyone who can reach its port. */
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebPubSubServiceClient } from '@azure/web-pubsub';
+import WebSocket from 'ws';
 import { startEmulator, type WebPubSubEmulator } from 'nestjs-web-pubsub/emulator';
 
 let emulator: WebPubSubEmulator;
@@ -26,5 +28,19 @@ describe('emulator robustness', () => {
     );
     const health = await fetch(`${emulator.url}/api/health`, { method: 'HEAD' });
     expect(health.status).toBe(200);
+  });
+
+  it('refuses a sendToGroup-mode client without a group at the handshake', async () => {
+    const service = new WebPubSubServiceClient(emulator.connectionString, 'chat', {
+      allowInsecureConnection: true,
+    });
+    const { url } = await service.getClientAccessToken({ roles: ['webpubsub.sendToGroup'] });
+    const status = await new Promise<number>((resolve, reject) => {
+      const socket = new WebSocket(`${url}&webpubsub_mode=sendToGroup`);
+      socket.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      socket.once('open', () => reject(new Error('accepted')));
+      socket.once('error', () => undefined);
+    });
+    expect(status).toBe(400);
   });
 });
