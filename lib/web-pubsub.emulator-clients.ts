@@ -38,6 +38,10 @@ type ClientKind = 'simple' | 'json' | 'reliable';
 const RECOVERY_WINDOW_MS = 30_000;
 /** More unacknowledged messages than this close a reliable connection, as the service does. */
 const MAX_UNACKED_MESSAGES = 1000;
+/** Microsoft's emulator keeps at most 1000 unacknowledged messages or 16 MiB. */
+const MAX_UNACKED_BYTES = 16 * 1024 * 1024;
+/** Events of one connection waiting for the event handler; a client past it is flooding. */
+const MAX_QUEUED_EVENTS = 1000;
 const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 const SYSTEM_CONTENT_TYPE = 'application/json; charset=utf-8';
 
@@ -338,6 +342,8 @@ export class ClientConnection implements EmulatedConnection {
   private upstreamQueue: Promise<unknown> = Promise.resolve();
   private sequenceId = 0;
   private unacked: Array<{ sequenceId: number; frame: string }> = [];
+  private unackedBytes = 0;
+  private queuedEvents = 0;
   /** Recent successful ack ids, for Duplicate answers; the oldest are forgotten past a bound. */
   private readonly succeededAckIds = new Set<number>();
   private ended = false;
@@ -401,7 +407,8 @@ export class ClientConnection implements EmulatedConnection {
       const sequenceId = ++this.sequenceId;
       frame = `{"sequenceId":${sequenceId},${frame.slice(1)}`;
       this.unacked.push({ sequenceId, frame });
-      if (this.unacked.length > MAX_UNACKED_MESSAGES) {
+      this.unackedBytes += frame.length;
+      if (this.unacked.length > MAX_UNACKED_MESSAGES || this.unackedBytes > MAX_UNACKED_BYTES) {
         this.close('Too many unacknowledged messages', Close.policy);
         return;
       }
@@ -478,6 +485,7 @@ export class ClientConnection implements EmulatedConnection {
     this.ended = true;
     clearTimeout(this.recoveryTimer);
     this.unacked = [];
+    this.unackedBytes = 0;
     this.hub.remove(this);
     this.endpoint.connections.delete(this);
     this.sendSystemEvent('disconnected', { reason });
@@ -539,6 +547,7 @@ export class ClientConnection implements EmulatedConnection {
         }
         const first = this.unacked.findIndex((m) => m.sequenceId > (sequenceId as number));
         this.unacked = first === -1 ? [] : this.unacked.slice(first);
+        this.unackedBytes = this.unacked.reduce((sum, m) => sum + m.frame.length, 0);
         return;
       }
       case 'joinGroup':
@@ -654,8 +663,12 @@ export class ClientConnection implements EmulatedConnection {
 
   /** Upstream requests of one connection go one at a time, in order. */
   private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    if (++this.queuedEvents > MAX_QUEUED_EVENTS) {
+      this.close('Too many events waiting for the event handler', Close.policy);
+    }
     const run = this.upstreamQueue.then(task);
     this.upstreamQueue = run.catch(() => undefined);
+    void run.finally(() => this.queuedEvents--).catch(() => undefined);
     return run;
   }
 

@@ -1,5 +1,6 @@
 /** The emulator survives malformed requests from anyone who can reach its port. */
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebPubSubServiceClient } from '@azure/web-pubsub';
 import WebSocket from 'ws';
@@ -42,5 +43,35 @@ describe('emulator robustness', () => {
       socket.once('error', () => undefined);
     });
     expect(status).toBe(400);
+  });
+
+  it('closes a simple client that floods a slow event handler with 1008', async () => {
+    // An event handler that validates but never answers events.
+    const stalled = createServer((req, res) => {
+      if (req.method === 'OPTIONS') res.writeHead(200, { 'WebHook-Allowed-Origin': '*' }).end();
+    });
+    await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve));
+    const port = (stalled.address() as AddressInfo).port;
+    emulator.setEventHandlers(
+      { urlTemplate: `http://127.0.0.1:${port}/eventhandler`, systemEvents: [] },
+      'flood',
+    );
+    try {
+      const service = new WebPubSubServiceClient(emulator.connectionString, 'flood', {
+        allowInsecureConnection: true,
+      });
+      const { url } = await service.getClientAccessToken();
+      const socket = new WebSocket(url);
+      await new Promise((resolve) => socket.once('open', resolve));
+      const closed = new Promise<number>((resolve) =>
+        socket.once('close', (code) => resolve(code)),
+      );
+      for (let i = 0; i < 1_100 && socket.readyState === WebSocket.OPEN; i++)
+        socket.send(`frame ${i}`);
+      expect(await closed).toBe(1008);
+    } finally {
+      stalled.closeAllConnections();
+      await new Promise((resolve) => stalled.close(resolve));
+    }
   });
 });
