@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -77,8 +78,6 @@ const paramsFactory: ParamsFactory = {
 
 type InstanceWrapper = ReturnType<DiscoveryService['getProviders']>[number];
 
-let explorerCount = 0;
-
 /**
  * Finds the `@WebPubSubHub()` providers once, at start-up, and builds the lookup table the
  * dispatcher uses on every request. Handlers run through Nest's `ExternalContextCreator`, so
@@ -89,7 +88,7 @@ export class WebPubSubExplorer implements OnModuleInit {
   private readonly logger = new Logger('WebPubSubModule');
   private readonly hubs = new Map<string, HubHandlers>();
   /** Each module instance keeps its own copy of the parameter metadata, with its own pipes. */
-  private readonly argsKey = `${ARGS_METADATA}:${++explorerCount}`;
+  private readonly argsKey = `${ARGS_METADATA}:${randomUUID()}`;
   private validationPipe?: ValidationPipe;
 
   constructor(
