@@ -21,6 +21,7 @@ import {
   signatureHeader,
   WebPubSubReply,
 } from '../lib/web-pubsub.protocol.js';
+import { createPathMatcher } from '../lib/web-pubsub.middleware.js';
 
 const vectors = [
   [
@@ -233,5 +234,33 @@ describe('replies', () => {
     );
     expect(encodeConnectReply(undefined)).toBeUndefined();
     expect(() => encodeConnectReply('u1')).toThrow(/connect handler/);
+  });
+});
+
+describe('upstream path matching', () => {
+  const matches = createPathMatcher('/eventhandler/');
+  const ce = { 'ce-type': 'azure.webpubsub.sys.connect' };
+
+  it('matches the path and its sub-paths, ignoring case, query and fragment', () => {
+    for (const url of [
+      '/eventhandler',
+      '/EventHandler/chat/connect',
+      '/eventhandler?x=1',
+      '/eventhandler#f',
+    ]) {
+      expect([url, matches(url, {})]).toEqual([url, true]);
+    }
+    expect(matches('/eventhandlers', {})).toBe(false);
+  });
+
+  it('looks under an unknown prefix only for Web PubSub requests', () => {
+    expect(matches('/api/v1/eventhandler/chat', ce)).toBe(true);
+    expect(matches('/api/v1/eventhandler', { 'webhook-request-origin': 'x' })).toBe(true);
+    expect(matches('/users/eventhandler', {})).toBe(false);
+    expect(matches('/users/eventhandler-stats', ce)).toBe(false);
+  });
+
+  it("takes every path for '/'", () => {
+    expect(createPathMatcher('/')('/anything/at/all', {})).toBe(true);
   });
 });
