@@ -248,7 +248,7 @@ export class WebPubSubDispatcher implements OnModuleDestroy {
       started: Logger.isLevelEnabled('debug') ? performance.now() : 0,
       expiresAt: timeout > 0 ? Date.now() + timeout : Infinity,
       reply: new Promise<UpstreamReply>((resolve) => (settle = resolve)),
-      settle: (reply) => settle(reply),
+      settle, // assigned by the executor above, which runs first
       done: false,
     };
     this.inFlight.add(entry);
@@ -530,7 +530,6 @@ function withoutCredentials(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   return rest;
 }
 
-/** Retries carry the same connection and `ce-id` (unique per connection only). */
 /**
  * Retries carry the same connection and `ce-id` (unique per connection only). An MQTT client id
  * outlives its network connections, whose ids restart: the physical connection tells them apart.

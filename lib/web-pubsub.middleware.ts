@@ -72,7 +72,7 @@ class BodyAlreadyParsedError extends Error {
   override name = 'BodyAlreadyParsedError';
 }
 
-/** 413 for a body over the limit, 400 for one that could not be read. */
+/** 413 for a body over the limit, 500 for one parsed by someone else, 400 for one cut short. */
 const bodyException = (err: unknown): HttpException => {
   if (err instanceof BodyTooLargeError) return new PayloadTooLargeException(err.message);
   // A set-up error of the app, not the caller's: say so.
@@ -82,9 +82,7 @@ const bodyException = (err: unknown): HttpException => {
 
 /** The answer to a body that could not be taken; the connection is closed. */
 export function bodyErrorReply(err: unknown): UpstreamReply {
-  const reply = errorReply(bodyException(err));
-  reply.headers.connection = 'close';
-  return reply;
+  return errorReply(bodyException(err), true);
 }
 
 /** Reads a request stream into one Buffer, refusing more than `limit` bytes. */
